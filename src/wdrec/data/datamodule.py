@@ -1,0 +1,383 @@
+"""The LightningDataModule: interaction logs in, ready feature batches out.
+
+Pipeline (once per process, on first use): source → canonical tables → labels and
+splits → FeatureSpec fitted on train → users and catalogue encoded once as tensors.
+A batch is then a few index tensors (user rows, item rows, labels); the features are
+gathered and crossed by :meth:`FeatureSpec.assemble` after the batch reaches its device
+(``on_after_batch_transfer``), so a GPU receives indices, not feature matrices.
+
+Batches come from shuffled index tensors sliced into blocks, not from per-row
+``__getitem__``. Each rank takes its own shard (``perm[rank::world_size]``) and every
+rank yields the same number of batches, so under DDP no sample is dropped or repeated
+and no rank waits on another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from wdrec.data.features import HISTORY_COLUMN, Cross, FeatureSpec, Field, SideTensors
+from wdrec.data.sampling import Distribution, NegativeSampler
+from wdrec.data.schema import ITEM_ID, LABEL, TIMESTAMP, USER_ID, InteractionData
+from wdrec.data.sources.base import InteractionSource, default_data_dir
+from wdrec.data.splits import SplitName, Splits, Target, make_splits
+
+SEEN_COLUMN = "seen"
+Batch = dict[str, Tensor]
+
+
+class InteractionDataModule(L.LightningDataModule):
+    """Interaction logs → Wide&Deep feature batches.
+
+    Args:
+        source: where the interactions come from (MovieLens, Files, Synthetic).
+        features: the features to build, see :class:`~wdrec.data.features.Field`; by
+            default just ``user_id`` and ``item_id``.
+        crosses: cross-products for the wide part.
+        split: ``l1o``, ``random``, ``temporal`` or ``predefined``.
+        target: ``implicit`` (negatives sampled), ``binary`` or ``rating``.
+        negatives: sampled negatives per positive (implicit target only); fresh each epoch.
+        negative_sampling: ``uniform`` over the catalogue or by ``popularity``.
+        positive_threshold, negative_threshold: binary target from ratings: >= positive → 1,
+            <= negative → 0, in between dropped.
+        split_fractions: train/val/test fractions for ``random`` and ``temporal``.
+        batch_size: examples per optimizer step across all devices, negatives included.
+        eval_batch_size: examples per evaluation batch across all devices.
+        ranking_users: users per full-ranking batch (each scored against the whole catalogue).
+        ranking_max_users: rank at most this many users (a seeded sample) per evaluation;
+            ``None`` ranks everyone. Full ranking over items is never sampled.
+        data_dir: cache for downloads; ``$WDREC_DATA_DIR`` or ``~/.cache/wdrec`` by default.
+        seed: drives the random split, shuffling and negative sampling.
+    """
+
+    def __init__(
+        self,
+        source: InteractionSource,
+        features: list[Field] | None = None,
+        crosses: list[Cross] | None = None,
+        split: SplitName = "l1o",
+        target: Target = "implicit",
+        negatives: int = 4,
+        negative_sampling: Distribution = "uniform",
+        positive_threshold: float = 4.0,
+        negative_threshold: float = 2.0,
+        split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        batch_size: int = 1024,
+        eval_batch_size: int = 16384,
+        ranking_users: int = 32,
+        ranking_max_users: int | None = None,
+        data_dir: str | None = None,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if negatives < 0 or batch_size < 1 or eval_batch_size < 1 or ranking_users < 1:
+            raise ValueError(
+                f"negatives must be >= 0 and batch sizes >= 1; got negatives={negatives}, batch_size={batch_size}, "
+                f"eval_batch_size={eval_batch_size}, ranking_users={ranking_users}"
+            )
+        self.source = source
+        self.fields = features or [Field("user_id", "user"), Field("item_id", "item")]
+        self.crosses = crosses or []
+        self.split, self.target = split, target
+        self.negatives = negatives if target == "implicit" else 0
+        self.negative_sampling = negative_sampling
+        self.thresholds = (positive_threshold, negative_threshold)
+        self.split_fractions = tuple(split_fractions)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.ranking_users, self.ranking_max_users = ranking_users, ranking_max_users
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        self.seed = seed
+        self._built = False
+        self._device_tables: dict[str, tuple[SideTensors, SideTensors]] = {}
+
+    # ------------------------------------------------------------ build once
+    def prepare_data(self) -> None:
+        self.source.prepare(self.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        self._build()
+
+    def _build(self) -> None:
+        if self._built:
+            return
+        data = self.source.load(self.data_dir)
+        self.data = data
+        self.splits = make_splits(
+            data, self.split, self.target, self.split_fractions, self.seed, *self.thresholds
+        )
+        if self.splits.train.empty:
+            raise ValueError(f"{self.source.name}: the training split is empty")
+        self.users_frame = build_users_frame(data, self.splits.train, self._train_positives(self.splits.train))
+        self.items_frame = build_items_frame(data)
+        self.feature_spec = FeatureSpec.fit(
+            self.fields, self.crosses, self.splits.train, self.users_frame, self.items_frame
+        )
+        self.user_tensors = self.feature_spec.encode("user", self.users_frame)
+        self.item_tensors = self.feature_spec.encode("item", self.items_frame)
+        self._user_row = pd.Index(self.users_frame[USER_ID])
+        self._item_row = pd.Index(self.items_frame[ITEM_ID])
+        self.rows = {name: self._rows(frame) for name, frame in self.splits.items()}
+        train_pos = self._rows(self._train_positives(self.splits.train))
+        self.sampler = NegativeSampler(
+            train_pos["user"], train_pos["item"], len(self.items_frame), self.negative_sampling
+        )
+        self.positives = train_pos
+        self._built = True
+
+    def _train_positives(self, train: pd.DataFrame) -> pd.DataFrame:
+        return train if self.target != "binary" else train[train[LABEL] > 0.5]
+
+    def _rows(self, frame: pd.DataFrame) -> dict[str, Tensor]:
+        return {
+            "user": torch.from_numpy(self._user_row.get_indexer(frame[USER_ID]).astype(np.int64)),
+            "item": torch.from_numpy(self._item_row.get_indexer(frame[ITEM_ID]).astype(np.int64)),
+            "label": torch.tensor(frame[LABEL].to_numpy(dtype=np.float32)),
+        }
+
+    # ----------------------------------------------------- what the model needs
+    @property
+    def layout(self) -> dict:
+        """Field layout and vocabulary sizes, linked into the model by the CLI."""
+        self._build()
+        return self.feature_spec.layout()
+
+    @property
+    def task(self) -> str:
+        return "regression" if self.target == "rating" else "binary"
+
+    @property
+    def num_items(self) -> int:
+        self._build()
+        return len(self.items_frame)
+
+    # ------------------------------------------------------------ loaders
+    def _shard(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _per_device(self, size: int) -> int:
+        return max(1, size // self._shard()[1])
+
+    def _loader(self, dataset: IterableDataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        self._build()
+        epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else (lambda: 0)
+        return self._loader(
+            TrainBatches(self.rows["train"], self.sampler, self.negatives, self._per_device(self.batch_size),
+                         self.seed, epoch, *self._shard())  # fmt: skip
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        self._build()
+        return self._loader(self._pointwise("test"))
+
+    def _eval_loaders(self, stage: str) -> list[DataLoader]:
+        """A pointwise loader (loss, AUC) and, for ranking targets, a full-ranking loader."""
+        self._build()
+        loaders = [self._loader(self._pointwise(stage))]
+        if self.task == "binary":
+            loaders.append(self._loader(self._ranking(stage)))
+        return loaders
+
+    def _pointwise(self, stage: str) -> PointwiseBatches:
+        rows = self.rows[stage]
+        if self.negatives:  # implicit: a fixed, seeded set of negatives beside each positive
+            generator = torch.Generator().manual_seed(self.seed + {"val": 1, "test": 2}[stage])
+            users, items = self.sampler.sample(rows["user"].repeat(self.negatives), generator)
+            rows = {
+                "user": torch.cat([rows["user"], users]),
+                "item": torch.cat([rows["item"], items]),
+                "label": torch.cat([rows["label"], torch.zeros(len(users))]),
+            }
+        return PointwiseBatches(rows, self._per_device(self.eval_batch_size), *self._shard())
+
+    def _ranking(self, stage: str) -> RankingBatches:
+        relevant = self.rows[stage]
+        relevant = {k: v[relevant["label"] > 0.5] for k, v in relevant.items()}
+        seen = [self.rows["train"]] + ([self.rows["val"]] if stage == "test" else [])
+        exclude = {k: torch.cat([r[k] for r in seen]) for k in ("user", "item")}
+        users = torch.unique(relevant["user"])
+        if self.ranking_max_users is not None and len(users) > self.ranking_max_users:
+            generator = torch.Generator().manual_seed(self.seed + 3)
+            users = users[torch.randperm(len(users), generator=generator)[: self.ranking_max_users]].sort().values
+        return RankingBatches(users, relevant, exclude, self.ranking_users, *self._shard())
+
+    # ------------------------------------------------- features on the device
+    def tables_on(self, device: torch.device) -> tuple[SideTensors, SideTensors]:
+        key = str(device)
+        if key not in self._device_tables:
+            self._device_tables[key] = (self.user_tensors.to(device), self.item_tensors.to(device))
+        return self._device_tables[key]
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Index batch → feature batch, on the batch's device."""
+        users, items = self.tables_on(next(iter(batch.values())).device)
+        if "ranking_user" in batch:
+            return self._ranking_features(batch, users, items)
+        features = self.feature_spec.assemble(users.take(batch["user"]), items.take(batch["item"]))
+        return {**features, **batch}
+
+    def _ranking_features(self, batch: Batch, users: SideTensors, items: SideTensors) -> Batch:
+        block, n_items = batch["ranking_user"], len(items)
+        device = block.device
+        user_rows = block.repeat_interleave(n_items)
+        item_rows = torch.arange(n_items, device=device).repeat(len(block))
+        features = self.feature_spec.assemble(users.take(user_rows), items.take(item_rows))
+
+        def mask(pairs_user: Tensor, pairs_item: Tensor) -> Tensor:
+            out = torch.zeros((len(block), n_items), dtype=torch.bool, device=device)
+            out[torch.searchsorted(block, pairs_user), pairs_item] = True
+            return out
+
+        return {
+            **features,
+            "relevant": mask(batch["relevant_user"], batch["relevant_item"]),
+            "exclude": mask(batch["exclude_user"], batch["exclude_item"]),
+        }
+
+
+# ------------------------------------------------------------------- datasets
+def _even_chunks(index: Tensor, rank: int, world_size: int, per_batch: int) -> list[Tensor]:
+    """This rank's share of ``index``, cut into as many batches as every other rank gets."""
+    shard = index[rank::world_size]
+    n_batches = max(1, math.ceil(math.ceil(len(index) / world_size) / per_batch))
+    return list(torch.tensor_split(shard, n_batches))
+
+
+class TrainBatches(IterableDataset):
+    """Positives shuffled per epoch, each batch topped up with fresh sampled negatives."""
+
+    def __init__(
+        self,
+        rows: dict[str, Tensor],
+        sampler: NegativeSampler,
+        negatives: int,
+        batch_size: int,
+        seed: int,
+        epoch: Callable[[], int],
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.rows, self.sampler, self.negatives = rows, sampler, negatives
+        self.positives_per_batch = max(1, batch_size // (1 + negatives))
+        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+
+    def __len__(self) -> int:
+        return max(1, math.ceil(math.ceil(len(self.rows["label"]) / self.world_size) / self.positives_per_batch))
+
+    def __iter__(self) -> Iterator[Batch]:
+        # The same permutation on every rank (seeded by epoch), then disjoint shards.
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
+        order = torch.randperm(len(self.rows["label"]), generator=generator)
+        sampling = torch.Generator().manual_seed(generator.initial_seed() * 31 + self.rank)
+        for chunk in _even_chunks(order, self.rank, self.world_size, self.positives_per_batch):
+            users, items, labels = self.rows["user"][chunk], self.rows["item"][chunk], self.rows["label"][chunk]
+            if self.negatives:
+                neg_users, neg_items = self.sampler.sample(users.repeat(self.negatives), sampling)
+                users, items = torch.cat([users, neg_users]), torch.cat([items, neg_items])
+                labels = torch.cat([labels, torch.zeros(len(neg_users))])
+            yield {"user": users, "item": items, "label": labels}
+
+
+class PointwiseBatches(IterableDataset):
+    """Fixed rows in order, sharded by rank: evaluation and prediction."""
+
+    def __init__(self, rows: dict[str, Tensor], batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.rows, self.batch_size, self.rank, self.world_size = rows, batch_size, rank, world_size
+
+    def _chunks(self) -> list[Tensor]:
+        return _even_chunks(torch.arange(len(self.rows["label"])), self.rank, self.world_size, self.batch_size)
+
+    def __len__(self) -> int:
+        return len(self._chunks())
+
+    def __iter__(self) -> Iterator[Batch]:
+        for chunk in self._chunks():
+            yield {"user": self.rows["user"][chunk], "item": self.rows["item"][chunk], "label": self.rows["label"][chunk]}
+
+
+class RankingBatches(IterableDataset):
+    """Blocks of users, each to be scored against the whole catalogue.
+
+    A batch carries the block's user rows plus its (user, item) pairs of relevant and of
+    excluded items; the dense masks are built on the device.
+    """
+
+    def __init__(
+        self,
+        users: Tensor,
+        relevant: dict[str, Tensor],
+        exclude: dict[str, Tensor],
+        users_per_batch: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.users, self.relevant, self.exclude = users, relevant, exclude
+        self.users_per_batch, self.rank, self.world_size = users_per_batch, rank, world_size
+
+    def _blocks(self) -> list[Tensor]:
+        return _even_chunks(self.users, self.rank, self.world_size, self.users_per_batch)
+
+    def __len__(self) -> int:
+        return len(self._blocks())
+
+    def __iter__(self) -> Iterator[Batch]:
+        for block in self._blocks():
+            batch = {"ranking_user": block}
+            for name, pairs in (("relevant", self.relevant), ("exclude", self.exclude)):
+                inside = torch.isin(pairs["user"], block)
+                batch[f"{name}_user"], batch[f"{name}_item"] = pairs["user"][inside], pairs["item"][inside]
+            yield batch
+
+
+# ---------------------------------------------------------------- entity tables
+def lists_by_key(keys: pd.Index, owners: pd.Series, values: pd.Series, order: pd.Series | None = None) -> pd.Series:
+    """Group ``values`` into one list per entry of ``keys`` (in ``order`` within a list)."""
+    codes = keys.get_indexer(owners)
+    sort_keys = (order.to_numpy(), codes) if order is not None else (codes,)
+    permutation = np.lexsort(sort_keys)
+    counts = np.bincount(codes, minlength=len(keys))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    flat = pa.array(values, from_pandas=True).cast(pa.string()).take(pa.array(permutation))
+    array = pa.ListArray.from_arrays(pa.array(offsets), flat)
+    return pd.Series(pd.arrays.ArrowExtensionArray(array), index=pd.RangeIndex(len(keys)))
+
+
+def build_users_frame(data: InteractionData, train: pd.DataFrame, positives: pd.DataFrame) -> pd.DataFrame:
+    """Every known user with their features, training history and all seen items."""
+    sources = ([data.users[USER_ID]] if data.users is not None else []) + [data.interactions[USER_ID]]
+    ids = pd.Index(pd.unique(pd.concat(sources)).astype("str"))
+    frame = pd.DataFrame({USER_ID: ids})
+    if data.users is not None:
+        frame = frame.merge(data.users, on=USER_ID, how="left")
+    time = positives[TIMESTAMP] if TIMESTAMP in positives.columns else None
+    frame[HISTORY_COLUMN] = lists_by_key(ids, positives[USER_ID], positives[ITEM_ID], time)
+    frame[SEEN_COLUMN] = lists_by_key(ids, data.interactions[USER_ID], data.interactions[ITEM_ID])
+    return frame
+
+
+def build_items_frame(data: InteractionData) -> pd.DataFrame:
+    """The catalogue: every item of the items table or of the log, with its features."""
+    sources = ([data.items[ITEM_ID]] if data.items is not None else []) + [data.interactions[ITEM_ID]]
+    frame = pd.DataFrame({ITEM_ID: pd.unique(pd.concat(sources)).astype("str")})
+    if data.items is not None:
+        frame = frame.merge(data.items, on=ITEM_ID, how="left")
+    return frame

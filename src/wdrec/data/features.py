@@ -1,0 +1,497 @@
+"""FeatureSpec: the one transform from raw rows to model tensors, for training and serving.
+
+Wide&Deep reads two kinds of input (Cheng et al., 2016, section 3):
+
+- the **wide** part, a linear model over sparse one-hot ids and hashed cross-products
+  (the paper's ``AND(user_installed_app=netflix, impression_app=pandora)``);
+- the **deep** part, embeddings of categorical fields plus normalised numbers.
+
+Features are declared in the config (:class:`Field`, :class:`Cross`), fitted on the
+training split only, and saved as JSON with the model. Almost every feature belongs to a
+user or to an item, so entities are encoded once into :class:`SideTensors` (one row per
+user or catalogue item) and a batch is two row gathers plus the crosses
+(:meth:`FeatureSpec.assemble`). Serving takes one user row and the whole catalogue
+through the same method; the user side then has batch size 1 and broadcasts.
+
+Batch layout (keys of the dict that :class:`~wdrec.model.widedeep.WideDeep` reads):
+
+======================  ==========  =================================================
+``user.categorical``    (Bu, Fu)    vocabulary index per categorical field, 0 = OOV
+``user.dense``          (Bu, Du)    standardised numbers
+``user.bag.<name>``     (Bu, L)     multi-hot / history values, 0 = padding
+``item.*``              (B, ...)    the same for the item side
+``wide.user``           (Bu, Wu)    wide-table ids of the user's one-hot features
+``wide.item``           (B, Wi)     wide-table ids of the item's one-hot features
+``wide.cross``          (B, Wc)     wide-table ids of the hashed cross-products
+======================  ==========  =================================================
+
+Bu is B in training and 1 when one user is scored against many items.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import Tensor
+
+from wdrec.data.io import atomic_write_text
+from wdrec.data.schema import ITEM_ID, USER_ID, DataError
+
+Side = Literal["user", "item"]
+Kind = Literal["categorical", "numeric", "multi_hot", "history"]
+SIDES: tuple[Side, Side] = ("user", "item")
+HISTORY_COLUMN = "history"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Field:
+    """One input feature, declared in the config.
+
+    ``history`` is the user's recent training positives (item ids, most recent kept),
+    the paper's "installed apps"; it is crossed with the candidate item in the wide part.
+    The candidate itself is always left out of its own history, so a positive cannot
+    leak its label through it.
+    """
+
+    name: str
+    side: Side
+    kind: Kind = "categorical"
+    column: str | None = None  # source column; defaults to `name` (history: "history")
+    min_count: int = 1  # values seen on fewer training entities share the OOV index 0
+    transform: Literal["standardize", "bucketize"] = "standardize"  # numeric only
+    boundaries: list[float] | None = None  # bucketize: cut points; None = train quantiles
+    num_buckets: int = 10  # bucketize without explicit boundaries
+    max_length: int = 20  # multi_hot / history: values kept per row
+    wide: bool = True  # one-hot ids into the wide part (categorical, buckets, multi-hot)
+    deep: bool = True  # embedding or dense value into the deep part
+    embedding_dim: int | None = None  # None: 6 * cardinality ** 0.25, within [4, 64]
+
+    def __post_init__(self) -> None:
+        if self.side not in SIDES:
+            raise ValueError(f"feature {self.name!r}: side must be 'user' or 'item', got {self.side!r}")
+        if self.kind not in ("categorical", "numeric", "multi_hot", "history"):
+            raise ValueError(
+                f"feature {self.name!r}: unknown kind {self.kind!r}; expected categorical, numeric, multi_hot or history"
+            )
+        if self.transform not in ("standardize", "bucketize"):
+            raise ValueError(f"feature {self.name!r}: transform must be standardize or bucketize, got {self.transform!r}")
+        if self.kind == "history" and self.side != "user":
+            raise ValueError(f"feature {self.name!r}: history is a user-side feature")
+        if self.max_length < 1 or self.min_count < 1:
+            raise ValueError(f"feature {self.name!r}: max_length and min_count must be >= 1")
+        if self.column is None:
+            self.column = HISTORY_COLUMN if self.kind == "history" else self.name
+
+    @property
+    def is_dense(self) -> bool:
+        return self.kind == "numeric" and self.transform == "standardize"
+
+    @property
+    def is_bag(self) -> bool:
+        return self.kind in ("multi_hot", "history")
+
+    @property
+    def is_categorical(self) -> bool:
+        """One index per row: categoricals and bucketised numbers."""
+        return self.kind == "categorical" or (self.kind == "numeric" and self.transform == "bucketize")
+
+
+@dataclass
+class Cross:
+    """A cross-product of two fields for the wide part, hashed into ``num_buckets``.
+
+    Crosses smaller than ``num_buckets`` are kept exact (one weight per value pair).
+    """
+
+    fields: list[str]
+    num_buckets: int = 100_003
+
+    def __post_init__(self) -> None:
+        if len(self.fields) != 2:
+            raise ValueError(f"a cross takes exactly two fields, got {self.fields}")
+        if self.num_buckets < 1:
+            raise ValueError(f"cross {self.fields}: num_buckets must be >= 1, got {self.num_buckets}")
+
+    @property
+    def name(self) -> str:
+        return "_x_".join(self.fields)
+
+
+@dataclass
+class SideTensors:
+    """Encoded features of users or items: one row per entity."""
+
+    categorical: Tensor  # (N, F) long
+    dense: Tensor  # (N, D) float32
+    bags: dict[str, Tensor] = field(default_factory=dict)  # name -> (N, L) long, 0 = padding
+
+    def __len__(self) -> int:
+        return self.categorical.shape[0]
+
+    def take(self, rows: Tensor) -> SideTensors:
+        return SideTensors(
+            self.categorical[rows], self.dense[rows], {name: bag[rows] for name, bag in self.bags.items()}
+        )
+
+    def to(self, device: torch.device | str) -> SideTensors:
+        return SideTensors(
+            self.categorical.to(device), self.dense.to(device), {n: b.to(device) for n, b in self.bags.items()}
+        )
+
+
+def default_embedding_dim(cardinality: int) -> int:
+    """Google's rule of thumb for embedding width: 6 · cardinality^¼, capped at 64."""
+    return int(min(64, max(4, round(6 * cardinality**0.25))))
+
+
+# Two primes below 2**31: a * P1 + b * P2 stays below 2**63 for indices below 2**31,
+# so the hash never overflows int64 on any device.
+_P1, _P2 = 2_147_483_629, 1_000_000_007
+
+
+class FeatureSpec:
+    """Declared features plus what was learnt from the training split.
+
+    Build with :meth:`fit`, persist with :meth:`save` / :meth:`load` (JSON, no pickle).
+
+    Example::
+
+        spec = FeatureSpec.fit([Field("user_id", "user"), Field("item_id", "item")], [], train, users, items)
+        batch = spec.assemble(spec.encode("user", users).take(u), spec.encode("item", items).take(i))
+    """
+
+    def __init__(
+        self,
+        fields: list[Field],
+        crosses: list[Cross],
+        vocabularies: dict[str, list[str]],
+        numeric_stats: dict[str, list[float]],
+    ) -> None:
+        self.fields = fields
+        self.crosses = crosses
+        self.vocabularies = vocabularies
+        self.numeric_stats = numeric_stats  # standardize: [mean, std]; bucketize: boundaries
+        self._by_name = {f.name: f for f in fields}
+        self._lookups = {name: pd.Index(vocab) for name, vocab in vocabularies.items()}
+        self.cross_sizes = {
+            c.name: max(1, min(math.prod(self.cardinality(n) - 1 for n in c.fields), c.num_buckets)) for c in crosses
+        }
+        self.wide_offsets = self._wide_offsets()
+
+    # ------------------------------------------------------------------ layout
+    def side_fields(self, side: Side) -> list[Field]:
+        return [f for f in self.fields if f.side == side]
+
+    def categorical_fields(self, side: Side) -> list[Field]:
+        return [f for f in self.side_fields(side) if f.is_categorical]
+
+    def dense_fields(self, side: Side) -> list[Field]:
+        return [f for f in self.side_fields(side) if f.is_dense and f.deep]
+
+    def bag_fields(self, side: Side) -> list[Field]:
+        return [f for f in self.side_fields(side) if f.is_bag]
+
+    def cardinality(self, name: str) -> int:
+        """Rows of the field's index space, OOV/padding index 0 included."""
+        fld = self._by_name[name]
+        if fld.kind == "numeric":
+            return len(self.numeric_stats[name]) + 2
+        return len(self.vocabularies[self._vocabulary_name(fld)]) + 1
+
+    @property
+    def item_id_field(self) -> Field:
+        for fld in self.fields:
+            if fld.side == "item" and fld.kind == "categorical" and fld.column == ITEM_ID:
+                return fld
+        raise ValueError("no item id feature: declare Field(name='item_id', side='item') (history and crosses need it)")
+
+    def _vocabulary_name(self, fld: Field) -> str:
+        return self.item_id_field.name if fld.kind == "history" else fld.name
+
+    def _wide_offsets(self) -> dict[str, int]:
+        """Where each wide feature's weights start in the one wide table (row 0 is padding)."""
+        offsets, start = {}, 1
+        for fld in self.fields:
+            if fld.wide and (fld.is_categorical or fld.is_bag):
+                offsets[fld.name] = start
+                start += self.cardinality(fld.name)
+        for cross in self.crosses:
+            offsets[cross.name] = start
+            start += self.cross_sizes[cross.name]
+        offsets["<size>"] = start
+        return offsets
+
+    @property
+    def wide_size(self) -> int:
+        return self.wide_offsets["<size>"]
+
+    def layout(self) -> dict:
+        """Everything the network needs to size itself; plain JSON-able types."""
+        layout: dict = {"wide_size": self.wide_size}
+        for side in SIDES:
+            layout[side] = {
+                "categorical": [self._embedding(f) for f in self.categorical_fields(side)],
+                "bags": [self._embedding(f) for f in self.bag_fields(side)],
+                "num_dense": len(self.dense_fields(side)),
+            }
+        return layout
+
+    def _embedding(self, fld: Field) -> dict:
+        cardinality = self.cardinality(fld.name)
+        dim = 0 if not fld.deep else (fld.embedding_dim or default_embedding_dim(cardinality))
+        return {"name": fld.name, "num_embeddings": cardinality, "dim": dim}
+
+    # --------------------------------------------------------------------- fit
+    @classmethod
+    def fit(
+        cls,
+        fields: list[Field],
+        crosses: list[Cross],
+        train: pd.DataFrame,
+        users: pd.DataFrame,
+        items: pd.DataFrame,
+    ) -> FeatureSpec:
+        """Learn vocabularies and statistics from the entities that occur in ``train``.
+
+        ``users`` / ``items`` are entity tables (id column plus feature columns; users also
+        carry the ``history`` column when a history field is declared).
+        """
+        names = [f.name for f in fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature names must be unique, got {names}")
+        for cross in crosses:
+            unknown = [n for n in cross.fields if n not in names]
+            if unknown:
+                raise ValueError(f"cross {cross.fields}: unknown feature {unknown[0]!r}; declared features are {names}")
+        tables = {
+            "user": users[users[USER_ID].isin(train[USER_ID].unique())],
+            "item": items[items[ITEM_ID].isin(train[ITEM_ID].unique())],
+        }
+        vocabularies: dict[str, list[str]] = {}
+        numeric_stats: dict[str, list[float]] = {}
+        for fld in fields:
+            if fld.kind == "history":  # reuses the item id vocabulary
+                continue
+            table = tables[fld.side]
+            column = _column(table, fld, "training entities")
+            if fld.kind == "categorical":
+                vocabularies[fld.name] = _vocabulary(_as_strings(column), fld.min_count)
+            elif fld.kind == "multi_hot":
+                flat = pc.list_flatten(_as_lists(column, fld)).to_pandas()
+                vocabularies[fld.name] = _vocabulary(flat, fld.min_count)
+            else:
+                numeric_stats[fld.name] = _numeric_stats(_as_float(column, fld), fld)
+        return cls(fields, crosses, vocabularies, numeric_stats)
+
+    # ---------------------------------------------------------------- encode
+    def encode(self, side: Side, table: pd.DataFrame) -> SideTensors:
+        """Rows of a users or items table → tensors (vectorised, one pass per column).
+
+        Missing feature columns encode as unknown (OOV index, mean value, empty bag), which
+        is how a cold-start user with partial features is scored.
+        """
+        n = len(table)
+        categorical = torch.zeros((n, len(self.categorical_fields(side))), dtype=torch.long)
+        for j, fld in enumerate(self.categorical_fields(side)):
+            if fld.column in table.columns:
+                categorical[:, j] = torch.from_numpy(self._index_of(fld, table[fld.column]))
+        dense = torch.zeros((n, len(self.dense_fields(side))), dtype=torch.float32)
+        for j, fld in enumerate(self.dense_fields(side)):
+            if fld.column in table.columns:
+                mean, std = self.numeric_stats[fld.name]
+                values = (_as_float(table[fld.column], fld) - mean) / std
+                dense[:, j] = torch.from_numpy(np.nan_to_num(values, nan=0.0).astype(np.float32))
+        bags = {
+            fld.name: self._encode_bag(fld, table[fld.column] if fld.column in table.columns else None, n)
+            for fld in self.bag_fields(side)
+        }
+        return SideTensors(categorical, dense, bags)
+
+    def _index_of(self, fld: Field, column: pd.Series) -> np.ndarray:
+        if fld.kind == "numeric":
+            values = _as_float(column, fld)
+            index = np.searchsorted(np.asarray(self.numeric_stats[fld.name]), values, side="right") + 1
+            return np.where(np.isnan(values), 0, index).astype(np.int64)
+        return self._lookups[fld.name].get_indexer(_as_strings(column)).astype(np.int64) + 1  # -1 (OOV) -> 0
+
+    def _encode_bag(self, fld: Field, column: pd.Series | None, n: int) -> Tensor:
+        if column is None:
+            return torch.zeros((n, 1), dtype=torch.long)
+        lists = _as_lists(column, fld)
+        lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = pc.list_flatten(lists).to_pandas()
+        lookup = self._lookups[self._vocabulary_name(fld)]
+        values = lookup.get_indexer(flat.astype("str")).astype(np.int64) + 1
+        rows = np.repeat(np.arange(n), lengths)
+        ends = np.cumsum(lengths)
+        # Position counted from the end for history (keep the most recent), else from the start.
+        if fld.kind == "history":
+            position = np.repeat(ends, lengths) - 1 - np.arange(len(values))
+        else:
+            position = np.arange(len(values)) - np.repeat(ends - lengths, lengths)
+        keep = (position < fld.max_length) & (values > 0)
+        width = max(1, min(fld.max_length, int(lengths.max(initial=0))))
+        bag = np.zeros((n, width), dtype=np.int64)
+        bag[rows[keep], position[keep]] = values[keep]
+        return torch.from_numpy(bag)
+
+    # --------------------------------------------------------------- assemble
+    def assemble(self, user: SideTensors, item: SideTensors) -> dict[str, Tensor]:
+        """Model inputs for rows ``user[i]`` × ``item[i]`` (a user side of 1 row broadcasts).
+
+        Runs in torch on whatever device the tensors live on, so batches can be built on
+        the GPU, and is the only place where wide ids and crosses are computed.
+        """
+        batch: dict[str, Tensor] = {}
+        for side, tensors in (("user", user), ("item", item)):
+            batch[f"{side}.categorical"] = tensors.categorical
+            batch[f"{side}.dense"] = tensors.dense
+            for name, bag in tensors.bags.items():
+                batch[f"{side}.bag.{name}"] = self._without_candidate(name, bag, item)
+            batch[f"wide.{side}"] = self._wide_ids(side, tensors, item)
+        rows = max(len(user), len(item))
+        crosses = [self._cross_ids(cross, user, item) for cross in self.crosses]
+        batch["wide.cross"] = (
+            torch.cat([c.expand(rows, -1) for c in crosses], dim=1)
+            if crosses
+            else torch.zeros((rows, 0), dtype=torch.long, device=item.categorical.device)
+        )
+        return batch
+
+    def _values(self, name: str, user: SideTensors, item: SideTensors) -> Tensor:
+        """A field's indices as (rows, L), 0 = missing."""
+        fld = self._by_name[name]
+        tensors = user if fld.side == "user" else item
+        if fld.is_bag:
+            return self._without_candidate(name, tensors.bags[name], item)
+        column = self.categorical_fields(fld.side).index(fld)
+        return tensors.categorical[:, column : column + 1]
+
+    def _without_candidate(self, name: str, bag: Tensor, item: SideTensors) -> Tensor:
+        """History minus the candidate item: a positive must not see itself in its features."""
+        if self._by_name[name].kind != "history":
+            return bag
+        candidate = self._values(self.item_id_field.name, item, item)  # (B, 1)
+        return bag.masked_fill(bag == candidate, 0)
+
+    def _wide_ids(self, side: Side, tensors: SideTensors, item: SideTensors) -> Tensor:
+        parts = []
+        for j, fld in enumerate(self.categorical_fields(side)):
+            if fld.wide:
+                parts.append(tensors.categorical[:, j : j + 1] + self.wide_offsets[fld.name])
+        for fld in self.bag_fields(side):
+            if fld.wide:
+                bag = self._without_candidate(fld.name, tensors.bags[fld.name], item)
+                parts.append(torch.where(bag > 0, bag + self.wide_offsets[fld.name], 0))
+        if not parts:
+            return torch.zeros((len(tensors), 0), dtype=torch.long, device=tensors.categorical.device)
+        return torch.cat(parts, dim=1)
+
+    def _cross_ids(self, cross: Cross, user: SideTensors, item: SideTensors) -> Tensor:
+        a = self._values(cross.fields[0], user, item)  # (Ba, La)
+        b = self._values(cross.fields[1], user, item)  # (Bb, Lb)
+        size = self.cross_sizes[cross.name]
+        left, right = a.unsqueeze(2), b.unsqueeze(1)  # (Ba, La, 1), (Bb, 1, Lb)
+        right_values = self.cardinality(cross.fields[1]) - 1
+        if (self.cardinality(cross.fields[0]) - 1) * right_values <= size:  # exact: one weight per pair
+            code = (left - 1) * right_values + (right - 1)
+        else:
+            code = torch.remainder(left * _P1 + right * _P2, size)
+        ids = torch.where((left > 0) & (right > 0), code + self.wide_offsets[cross.name], 0)  # (B, La, Lb)
+        return ids.flatten(1)
+
+    # ------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "fields": [asdict(f) for f in self.fields],
+            "crosses": [asdict(c) for c in self.crosses],
+            "vocabularies": self.vocabularies,
+            "numeric_stats": self.numeric_stats,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureSpec:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"FeatureSpec format_version {data.get('format_version')!r}; this wdrec reads {FORMAT_VERSION}")
+        return cls(
+            [Field(**f) for f in data["fields"]],
+            [Cross(**c) for c in data["crosses"]],
+            data["vocabularies"],
+            data["numeric_stats"],
+        )
+
+    def save(self, path: Path) -> Path:
+        return atomic_write_text(Path(path), json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSpec:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FeatureSpec) and self.to_dict() == other.to_dict()
+
+
+# ---------------------------------------------------------------------- helpers
+def _column(table: pd.DataFrame, fld: Field, origin: str) -> pd.Series:
+    if fld.column not in table.columns:
+        raise DataError(
+            f"{fld.side}s table ({origin})",
+            fld.column,
+            f"missing; feature {fld.name!r} reads it. Columns found: {list(table.columns)}",
+        )
+    return table[fld.column]
+
+
+def _as_strings(column: pd.Series) -> pd.Series:
+    if pd.api.types.is_float_dtype(column) and np.all(np.mod(column.dropna().to_numpy(), 1) == 0):
+        column = column.astype("Int64")  # 24.0 and 24 are one category
+    return column.astype("str")
+
+
+def _as_float(column: pd.Series, fld: Field) -> np.ndarray:
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna() & column.notna()
+    if bad.any():
+        raise DataError(f"{fld.side}s table", fld.column, f"numeric feature {fld.name!r} expects numbers, found {column[bad].iloc[0]!r}")
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _as_lists(column: pd.Series, fld: Field) -> pa.Array:
+    try:
+        array = pa.array(column, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise DataError(f"{fld.side}s table", fld.column, f"multi-valued feature {fld.name!r} expects lists: {error}") from None
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+        raise DataError(f"{fld.side}s table", fld.column, f"multi-valued feature {fld.name!r} expects lists, found {array.type}")
+    return array.cast(pa.list_(pa.string()))
+
+
+def _vocabulary(values: pd.Series, min_count: int) -> list[str]:
+    counts = values.dropna().astype("str").value_counts()
+    return sorted(counts.index[counts >= min_count].tolist())
+
+
+def _numeric_stats(values: np.ndarray, fld: Field) -> list[float]:
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        raise DataError(f"{fld.side}s table", fld.column, f"numeric feature {fld.name!r} has no values in the training split")
+    if fld.transform == "standardize":
+        std = float(finite.std())
+        return [float(finite.mean()), std if std > 0 else 1.0]
+    if fld.boundaries is not None:
+        return sorted(float(b) for b in fld.boundaries)
+    quantiles = np.quantile(finite, np.linspace(0, 1, fld.num_buckets + 1)[1:-1])
+    return np.unique(quantiles).tolist()
