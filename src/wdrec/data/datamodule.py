@@ -80,6 +80,7 @@ class InteractionDataModule(L.LightningDataModule):
         seed: int = 42,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters(ignore=["source"])  # the source is logged with the resolved config
         if negatives < 0 or batch_size < 1 or eval_batch_size < 1 or ranking_users < 1:
             raise ValueError(
                 f"negatives must be >= 0 and batch sizes >= 1; got negatives={negatives}, batch_size={batch_size}, "
@@ -201,13 +202,18 @@ class InteractionDataModule(L.LightningDataModule):
         rows = self.rows[stage]
         if self.negatives:  # implicit: a fixed, seeded set of negatives beside each positive
             generator = torch.Generator().manual_seed(self.seed + {"val": 1, "test": 2}[stage])
-            users, items = self.sampler.sample(rows["user"].repeat(self.negatives), generator)
+            users, items = self._eval_sampler().sample(rows["user"].repeat(self.negatives), generator)
             rows = {
                 "user": torch.cat([rows["user"], users]),
                 "item": torch.cat([rows["item"], items]),
                 "label": torch.cat([rows["label"], torch.zeros(len(users))]),
             }
         return PointwiseBatches(rows, self._per_device(self.eval_batch_size), *self._shard())
+
+    def _eval_sampler(self) -> NegativeSampler:
+        """Evaluation negatives avoid all of a user's interactions: a val or test item is never a 0."""
+        known = {k: torch.cat([rows[k] for rows in self.rows.values()]) for k in ("user", "item")}
+        return NegativeSampler(known["user"], known["item"], len(self.items_frame), self.negative_sampling)
 
     def _ranking(self, stage: str) -> RankingBatches:
         relevant = self.rows[stage]

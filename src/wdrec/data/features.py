@@ -25,7 +25,8 @@ Batch layout (keys of the dict that :class:`~wdrec.model.widedeep.WideDeep` read
 ``wide.cross``          (B, Wc)     wide-table ids of the hashed cross-products
 ======================  ==========  =================================================
 
-Bu is B in training and 1 when one user is scored against many items.
+Bu is B in training and 1 when one user is scored against many items; a history bag
+(the candidate masked out of it) and ``wide.user`` then have B rows, as they depend on the item.
 """
 
 from __future__ import annotations
@@ -273,6 +274,12 @@ class FeatureSpec:
             unknown = [n for n in cross.fields if n not in names]
             if unknown:
                 raise ValueError(f"cross {cross.fields}: unknown feature {unknown[0]!r}; declared features are {names}")
+            dense = [f.name for f in fields if f.name in cross.fields and f.is_dense]
+            if dense:  # a standardized number has no index to cross; assemble would fail on the first batch
+                raise ValueError(
+                    f"cross {cross.fields}: feature {dense[0]!r} is a standardized number; "
+                    "cross it as transform: bucketize"
+                )
         tables = {
             "user": users[users[USER_ID].isin(train[USER_ID].unique())],
             "item": items[items[ITEM_ID].isin(train[ITEM_ID].unique())],
@@ -395,7 +402,9 @@ class FeatureSpec:
                 parts.append(torch.where(bag > 0, bag + self.wide_offsets[fld.name], 0))
         if not parts:
             return torch.zeros((len(tensors), 0), dtype=torch.long, device=tensors.categorical.device)
-        return torch.cat(parts, dim=1)
+        # A one-row user side meets a history already masked per candidate (B rows): broadcast.
+        rows = max(p.shape[0] for p in parts)
+        return torch.cat([p.expand(rows, -1) for p in parts], dim=1)
 
     def _cross_ids(self, cross: Cross, user: SideTensors, item: SideTensors) -> Tensor:
         a = self._values(cross.fields[0], user, item)  # (Ba, La)

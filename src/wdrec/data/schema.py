@@ -144,7 +144,9 @@ def canonical_interactions(
     if TIMESTAMP in frame.columns:
         out[TIMESTAMP] = _as_seconds(frame[TIMESTAMP], origin)
     key = [c for c in (USER_ID, ITEM_ID, TIMESTAMP) if c in out.columns]
-    duplicated = out.duplicated(key)
+    # Integer codes: duplicated() on three string columns is ~10x slower on large logs.
+    codes = pd.DataFrame({c: pd.factorize(out[c])[0] if c != TIMESTAMP else out[c] for c in key})
+    duplicated = codes.duplicated()
     if duplicated.any():
         if on_duplicate == "error":
             first = out[duplicated].iloc[0]

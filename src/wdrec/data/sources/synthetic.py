@@ -6,16 +6,16 @@ measured at 10M+ rows without a download. It is built so that a model has someth
 learn, and so that side features matter, not only ids:
 
 - users and items get latent vectors (``user·item`` has unit variance); items get a
-  Zipf-like popularity (weight ``rank ** -popularity_exponent``, ranks shuffled);
-- each user draws their items by successive sampling without replacement with weight
-  ``popularity × sigmoid(AFFINITY_SCALE · user·item)``: popularity draws accepted with the
-  sigmoid, duplicates dropped, rounds repeated until every user has their count (users
-  whose count nears the catalogue are finished exactly with Gumbel top-k);
+  Zipf-like popularity (``rank ** -popularity_exponent``, ranks shuffled);
 - every side feature is a noisy function of the same latent vectors (age, gender,
-  occupation and region of users; category, tags and release year of items), so they
-  predict who interacts with what;
-- ratings are affinity plus user and item biases plus noise, rounded to 1..5;
-- interactions per user follow a heavy tail (3 + log-normal share, at most half the
+  occupation and region of users; category, tags and release year of items);
+- each user takes their items by successive sampling without replacement, with weight
+  popularity × exp(CATEGORY_SCALE · user·(mean vector of the item's category)) ×
+  sigmoid(AFFINITY_SCALE · user·item): users favour some categories, and within them the
+  items they like, so occupation predicts category and category predicts the next item;
+- ratings are 2.6 + 1.2 · user·item plus user and item biases plus noise, rounded to 1..5
+  (about MovieLens's mix);
+- interactions per user follow a heavy tail (3 + a log-normal share, at most half the
   catalogue); timestamps increase along each user's sequence, in random item order.
 """
 
@@ -42,9 +42,14 @@ CATEGORIES = tuple(f"category-{k:02d}" for k in range(30))
 TAGS = tuple(f"tag-{k:02d}" for k in range(50))
 
 MIN_PER_USER = 3  # the leave-one-out split needs a train, a validation and a test item
-AFFINITY_SCALE = 3.0  # acceptance sigmoid(AFFINITY_SCALE · user·item): taste against popularity
+# How strongly taste competes with popularity (see _Choice): for whole categories, and for
+# single items within them.
+CATEGORY_SCALE = 2.5
+AFFINITY_SCALE = 3.0
+MAX_EXPONENT = 4.0  # beyond it the top item takes nearly everything and tail weights underflow
 COUNT_SIGMA = 1.0  # log-normal spread of the per-user share of interactions
 BLOCK = 1 << 22  # candidate draws (or dense score cells) handled at once; bounds memory
+DENSE_COST = 8  # about how many candidate draws cost as much as scoring one item densely
 EPOCH = 1_420_070_400  # 2015-01-01T00:00:00Z, start of the simulated log
 YEAR = 365 * 86_400
 
@@ -58,7 +63,7 @@ class Synthetic(InteractionSource):
             ``3 * n_users`` and ``n_users * (n_items // 2)``.
         seed: the same arguments and seed give bitwise identical tables.
         latent_dim: size of the latent vectors behind interactions and features.
-        popularity_exponent: Zipf exponent of item popularity; 0 gives uniform popularity.
+        popularity_exponent: Zipf exponent of item popularity, 0 (uniform) to 4.
         with_ratings: add a ``rating`` column (1..5, float).
     """
 
@@ -90,10 +95,11 @@ class Synthetic(InteractionSource):
         if (
             isinstance(popularity_exponent, bool)
             or not isinstance(popularity_exponent, int | float)
-            or not math.isfinite(popularity_exponent)
-            or popularity_exponent < 0
+            or not 0 <= popularity_exponent <= MAX_EXPONENT
         ):
-            raise ValueError(f"popularity_exponent must be a finite number >= 0, got {popularity_exponent!r}")
+            raise ValueError(
+                f"popularity_exponent must be a number from 0 to {MAX_EXPONENT}, got {popularity_exponent!r}"
+            )
         if not isinstance(with_ratings, bool):
             raise ValueError(f"with_ratings must be True or False, got {with_ratings!r}")
         self.n_users, self.n_items, self.n_interactions = n_users, n_items, n_interactions
@@ -116,16 +122,19 @@ class Synthetic(InteractionSource):
         item_vecs = rng.standard_normal((self.n_items, d)) / d**0.25
         user_ids, item_ids = _decimal_ids(self.n_users), _decimal_ids(self.n_items)
         users = _users_table(rng, user_vecs, user_ids)
-        items = _items_table(rng, item_vecs, item_ids)
+        items, category = _items_table(rng, item_vecs, item_ids)
 
         ranks = rng.permutation(self.n_items) + 1.0
         popularity = ranks**-self.popularity_exponent
-        counts = _allocate(
-            self.n_interactions - MIN_PER_USER * self.n_users,
-            rng.lognormal(0.0, COUNT_SIGMA, self.n_users),
-            self.n_items // 2 - MIN_PER_USER,
-        ) + MIN_PER_USER
-        user, item = _sample_items(rng, user_vecs, item_vecs, popularity, counts)
+        counts = (
+            _allocate(
+                self.n_interactions - MIN_PER_USER * self.n_users,
+                rng.lognormal(0.0, COUNT_SIGMA, self.n_users),
+                self.n_items // 2 - MIN_PER_USER,
+            )
+            + MIN_PER_USER
+        )
+        user, item = _sample_items(rng, _Choice(user_vecs, item_vecs, popularity, category), counts)
         timestamp = _timestamps(rng, counts)
 
         log = pd.DataFrame(
@@ -138,7 +147,9 @@ class Synthetic(InteractionSource):
         if self.with_ratings:
             log[RATING] = _ratings(rng, user_vecs, item_vecs, user, item)
         origin = repr(self)
-        return InteractionData(log, users, items, origins=dict.fromkeys(("interactions", "users", "items"), origin))
+        return InteractionData(
+            log, users, items, origins=dict.fromkeys(("interactions", "users", "items"), origin)
+        )
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -187,16 +198,21 @@ def _users_table(rng: np.random.Generator, vecs: np.ndarray, ids: pa.Array) -> p
     )
 
 
-def _items_table(rng: np.random.Generator, vecs: np.ndarray, ids: pa.Array) -> pd.DataFrame:
+def _items_table(
+    rng: np.random.Generator, vecs: np.ndarray, ids: pa.Array
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The items table, and each item's category index."""
     category = _pick(rng, vecs, len(CATEGORIES), 0.3)
     scores = _standardise(vecs @ rng.standard_normal((vecs.shape[1], len(TAGS))))
     scores += 0.5 * rng.gumbel(size=scores.shape)
     top = np.argsort(-scores, axis=1)[:, :4]  # best-matching tags first
     n_tags = rng.integers(1, 5, len(vecs))
     offsets = np.concatenate([[0], np.cumsum(n_tags)]).astype(np.int32)
-    tags = pa.ListArray.from_arrays(pa.array(offsets), pa.array(TAGS).take(top[np.arange(4) < n_tags[:, None]]))
+    tags = pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(TAGS).take(top[np.arange(4) < n_tags[:, None]])
+    )
     year = np.clip(np.rint(1998 + 10 * _projection(rng, vecs, 0.7)), 1950, 2024)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             ITEM_ID: pd.Series(ids, dtype="str"),
             "category": _strings(CATEGORIES, category),
@@ -205,25 +221,24 @@ def _items_table(rng: np.random.Generator, vecs: np.ndarray, ids: pa.Array) -> p
             "title": pd.Series(pc.binary_join_element_wise("Item ", ids, ""), dtype="str"),
         }
     )
+    return table, category
 
 
 def _allocate(total: int, weights: np.ndarray, cap: int) -> np.ndarray:
     """Integers proportional to ``weights``, each at most ``cap``, summing to ``total``."""
     counts = np.zeros(len(weights), dtype=np.int64)
     free = np.arange(len(weights))
-    share = np.zeros(0)
     while len(free):  # rows whose share reaches the cap get the cap; the rest share what is left
         share = (total - counts.sum()) * weights[free] / weights[free].sum()
         over = share >= cap
         if not over.any():
+            whole = np.floor(share).astype(np.int64)
+            left = int(total - counts.sum() - whole.sum())  # < number of rows with a fractional part
+            whole[np.argsort(-(share - whole), kind="stable")[:left]] += 1
+            counts[free] = whole
             break
         counts[free[over]] = cap
         free = free[~over]
-        share = share[~over]
-    whole = np.floor(share).astype(np.int64)
-    left = int(total - counts.sum() - whole.sum())  # < number of rows with a fractional part
-    whole[np.argsort(-(share - whole), kind="stable")[:left]] += 1
-    counts[free] = whole
     return counts
 
 
@@ -233,67 +248,116 @@ def _affinity(user_vecs: np.ndarray, item_vecs: np.ndarray, user: np.ndarray, it
     for start in range(0, len(user), step):
         part = slice(start, start + step)
         # np.take gathers rows several times faster than fancy indexing
-        out[part] = np.einsum("ij,ij->i", np.take(user_vecs, user[part], axis=0), np.take(item_vecs, item[part], axis=0))
+        out[part] = np.einsum(
+            "ij,ij->i", np.take(user_vecs, user[part], axis=0), np.take(item_vecs, item[part], axis=0)
+        )
     return out
 
 
+class _Choice:
+    """Item weights for each user: popularity × category taste × sigmoid of item taste.
+
+    ``w[u, j] = p[j] · exp(CATEGORY_SCALE · u·m[c(j)]) · sigmoid(AFFINITY_SCALE · u·v[j])`` with
+    ``m[c]`` the mean latent vector of category ``c``'s items. The first two factors are
+    drawn exactly in two stages (a category from the user's row, then an item of that
+    category by popularity); the sigmoid is an acceptance probability.
+    """
+
+    def __init__(
+        self, user_vecs: np.ndarray, item_vecs: np.ndarray, popularity: np.ndarray, category: np.ndarray
+    ) -> None:
+        self.user_vecs, self.item_vecs, self.popularity = user_vecs, item_vecs, popularity
+        _, self.category = np.unique(category, return_inverse=True)  # only categories that have items
+        size = np.bincount(self.category)
+        centroids = np.zeros((len(size), item_vecs.shape[1]))
+        np.add.at(centroids, self.category, item_vecs)
+        self.centroids = centroids / size[:, None]
+        self.category_mass = np.bincount(self.category, weights=popularity)
+        # Row u: u + cumulative category probabilities; row c: c + cumulative popularity in c.
+        taste = np.log(self.category_mass) + CATEGORY_SCALE * (user_vecs @ self.centroids.T)
+        cumulative = np.cumsum(np.exp(taste - taste.max(axis=1, keepdims=True)), axis=1)
+        self.user_cdf = (np.arange(len(user_vecs))[:, None] + cumulative / cumulative[:, -1:]).ravel()
+        self.by_category = np.argsort(self.category, kind="stable")
+        self.category_end = np.cumsum(size)
+        self.category_start = self.category_end - size
+        within = np.cumsum(popularity[self.by_category])
+        within -= np.repeat(within[self.category_end - 1] - self.category_mass, size)
+        self.item_cdf = self.category[self.by_category] + within / np.repeat(self.category_mass, size)
+
+    def draw(self, rng: np.random.Generator, user: np.ndarray) -> np.ndarray:
+        """One item per entry of ``user`` (int32 indices), by category taste × popularity."""
+        n_categories = len(self.category_end)
+        slot = np.searchsorted(self.user_cdf, user + rng.random(len(user)), side="right")
+        category = np.clip(slot - user.astype(np.int64) * n_categories, 0, n_categories - 1)
+        slot = np.searchsorted(self.item_cdf, category + rng.random(len(user)), side="right")
+        slot = np.clip(slot, self.category_start[category], self.category_end[category] - 1)
+        return self.by_category[slot].astype(np.int32)
+
+    def accept(self, rng: np.random.Generator, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        logit = AFFINITY_SCALE * _affinity(self.user_vecs, self.item_vecs, user, item)
+        return rng.random(len(user)) * (1 + np.exp(-logit)) < 1
+
+    def log_weights(self, users: np.ndarray) -> np.ndarray:
+        """``log w[u, :]`` for each of ``users``, up to a constant per row."""
+        vecs = self.user_vecs[users]
+        taste = CATEGORY_SCALE * (vecs @ self.centroids.T)[:, self.category]
+        return np.log(self.popularity) + taste - np.logaddexp(0, -AFFINITY_SCALE * (vecs @ self.item_vecs.T))
+
+
 def _sample_items(
-    rng: np.random.Generator,
-    user_vecs: np.ndarray,
-    item_vecs: np.ndarray,
-    popularity: np.ndarray,
-    counts: np.ndarray,
+    rng: np.random.Generator, choice: _Choice, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (user, item), grouped by user in random order, ``counts[u]`` distinct items each.
 
-    Successive sampling without replacement with weight popularity × sigmoid(scale · affinity):
-    rounds of popularity draws accepted with the sigmoid, keeping first occurrences. A user
-    whose next round would need more draws than there are items is finished by Gumbel top-k
-    over the items they lack, which continues the same sampling exactly.
+    Successive sampling without replacement with the weights of ``choice``: rounds of draws,
+    each accepted with the item-taste sigmoid, keeping first occurrences. A user whose next
+    round would cost more than scoring every item (``DENSE_COST`` draws per item) is finished
+    by Gumbel top-k over the items they lack, which continues the same sampling exactly.
     """
-    n_users, n_items = len(user_vecs), len(item_vecs)
-    cdf = np.cumsum(popularity)
+    n_users, n_items = len(counts), len(choice.item_vecs)
     need = counts.copy()
     rate = np.full(n_users, 0.5)  # estimated share of draws that yield a new accepted item
     kept_u, kept_i = [np.zeros(0, np.int32)], [np.zeros(0, np.int32)]
     kept_keys: list[np.ndarray] = []  # sorted user * n_items + item, one array per round
     while True:
         draws = np.ceil(1.25 * need / rate).astype(np.int64) + 2
-        active = np.flatnonzero((need > 0) & (draws <= n_items))
+        active = np.flatnonzero((need > 0) & (draws * DENSE_COST <= n_items))
         if len(active) == 0:
             break
-        cand_u, cand_i = [], []
+        found = np.zeros(n_users, dtype=np.int64)
+        round_keys = []
+        # Blocks hold whole users, in user order, so each block is deduplicated on its own.
         bounds = np.searchsorted(np.cumsum(draws[active]), np.arange(BLOCK, draws[active].sum(), BLOCK))
         for block in np.split(active, bounds):
             u = np.repeat(block.astype(np.int32), draws[block])
-            i = np.searchsorted(cdf, rng.random(len(u)) * cdf[-1], side="right").astype(np.int32)
-            accept = rng.random(len(u)) * (1 + np.exp(-AFFINITY_SCALE * _affinity(user_vecs, item_vecs, u, i))) < 1
-            cand_u.append(u[accept])
-            cand_i.append(i[accept])
-        u, i = np.concatenate(cand_u), np.concatenate(cand_i)
-        keys = u.astype(np.int64) * n_items + i
-        unique_keys, first = np.unique(keys, return_index=True)
-        new = np.zeros(len(keys), dtype=bool)
-        new[first] = True
-        for seen in kept_keys:  # never empty
-            pos = np.minimum(np.searchsorted(seen, keys), len(seen) - 1)
-            new &= seen[pos] != keys
-        found = np.bincount(u[new], minlength=n_users)
-        # Rank of each new item within its user's draws (rows are grouped by user).
-        running = np.concatenate([[0], np.cumsum(new)])
-        per_user = np.bincount(u, minlength=n_users)
-        starts = np.cumsum(per_user) - per_user
-        keep = new & (running[1:] - running[starts[u]] <= need[u])
-        if keep.any():
+            i = choice.draw(rng, u)
+            accepted = choice.accept(rng, u, i)
+            u, i = u[accepted], i[accepted]
+            keys = u.astype(np.int64) * n_items + i
+            unique_keys, first = np.unique(keys, return_index=True)
+            new = np.zeros(len(keys), dtype=bool)
+            new[first] = True
+            for seen in kept_keys:  # never empty
+                pos = np.minimum(np.searchsorted(seen, keys), len(seen) - 1)
+                new &= seen[pos] != keys
+            local = u - block[0]
+            found[block] = np.bincount(local[new], minlength=block[-1] - block[0] + 1)[block - block[0]]
+            # Rank of each new item among its user's new items, in draw order.
+            running = np.concatenate([[0], np.cumsum(new)])
+            per_user = np.bincount(local, minlength=block[-1] - block[0] + 1)
+            starts = np.cumsum(per_user) - per_user
+            keep = new & (running[1:] - running[starts[local]] <= need[u])
             kept_u.append(u[keep])
             kept_i.append(i[keep])
-            kept_keys.append(unique_keys[keep[first]])
+            round_keys.append(unique_keys[keep[first]])
+        if sum(len(keys) for keys in round_keys):
+            kept_keys.append(np.concatenate(round_keys))
         need -= np.minimum(found, need)
         rate[active] = (found[active] + 0.5) / draws[active]
     user, item = np.concatenate(kept_u), np.concatenate(kept_i)
     rest = np.flatnonzero(need > 0)
     if len(rest):
-        extra_u, extra_i = _gumbel_top_k(rng, user_vecs, item_vecs, popularity, rest, need[rest], user, item)
+        extra_u, extra_i = _gumbel_top_k(rng, choice, rest, need[rest], user, item)
         user, item = np.concatenate([user, extra_u]), np.concatenate([item, extra_i])
     order = np.argsort(user + rng.random(len(user)))  # group by user, shuffle within
     return user[order], item[order]
@@ -301,33 +365,30 @@ def _sample_items(
 
 def _gumbel_top_k(
     rng: np.random.Generator,
-    user_vecs: np.ndarray,
-    item_vecs: np.ndarray,
-    popularity: np.ndarray,
+    choice: _Choice,
     users: np.ndarray,
     need: np.ndarray,
     user: np.ndarray,
     item: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``need[k]`` more items for ``users[k]``, none of those already held in (user, item)."""
-    n_users, n_items = len(user_vecs), len(item_vecs)
+    n_users, n_items = len(choice.user_vecs), len(choice.item_vecs)
     row_of = np.full(n_users, -1)
     row_of[users] = np.arange(len(users))
     held = row_of[user] >= 0
     held_rows, held_items = row_of[user[held]], item[held]
-    log_pop = np.log(popularity)
     out_u, out_i = [], []
     step = max(1, BLOCK // n_items)
     for start in range(0, len(users), step):
         rows = np.arange(start, min(start + step, len(users)))
-        scores = log_pop - np.logaddexp(0, -AFFINITY_SCALE * (user_vecs[users[rows]] @ item_vecs.T))
-        scores += rng.gumbel(size=scores.shape)
-        mine = (held_rows >= start) & (held_rows < rows[-1] + 1)
+        scores = choice.log_weights(users[rows]) + rng.gumbel(size=(len(rows), n_items))
+        mine = (held_rows >= start) & (held_rows <= rows[-1])
         scores[held_rows[mine] - start, held_items[mine]] = -np.inf
-        ranked = np.argsort(-scores, axis=1)
-        take = np.arange(n_items) < need[rows][:, None]
+        most = int(need[rows].max())
+        top = np.argpartition(-scores, most - 1, axis=1)[:, :most]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
         out_u.append(np.repeat(users[rows], need[rows]).astype(np.int32))
-        out_i.append(ranked[take].astype(np.int32))
+        out_i.append(top[np.arange(most) < need[rows][:, None]].astype(np.int32))
     return np.concatenate(out_u), np.concatenate(out_i)
 
 
@@ -349,6 +410,6 @@ def _ratings(
     """Affinity plus user and item biases plus noise, rounded and clipped to 1..5."""
     user_bias = 0.4 * rng.standard_normal(len(user_vecs))
     item_bias = 0.4 * rng.standard_normal(len(item_vecs))
-    raw = 3.0 + 1.0 * _affinity(user_vecs, item_vecs, user, item) + user_bias[user] + item_bias[item]
+    raw = 2.6 + 1.2 * _affinity(user_vecs, item_vecs, user, item) + user_bias[user] + item_bias[item]
     raw += 0.7 * rng.standard_normal(len(user))
     return np.clip(np.rint(raw), 1, 5)

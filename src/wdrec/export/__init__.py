@@ -1,0 +1,1 @@
+"""Bundles, the MLflow pyfunc model over them, and the model registry."""

@@ -1,0 +1,82 @@
+"""End of ``wdrec fit``: the best weights become a bundle, an MLflow model and a registry version."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from wdrec.data.io import atomic_write_text
+from wdrec.export.bundle import METADATA, write_bundle
+from wdrec.export.registry import log_pyfunc_model, register
+from wdrec.model.widedeep import WideDeep
+
+
+class RegisterModel(L.Callback):
+    """Registers every completed fit; an interrupted or failed fit registers nothing.
+
+    Args:
+        name: registered model name.
+        metric: validation metric that decides the ``champion`` alias.
+        mode: ``max`` if higher is better, else ``min``.
+        bundle_root: local folder for bundles (one per run id).
+        enabled: set false to train without touching the registry.
+    """
+
+    def __init__(
+        self,
+        name: str = "wdrec",
+        metric: str = "val_ndcg_10",
+        mode: Literal["max", "min"] = "max",
+        bundle_root: str = "bundles",
+        enabled: bool = True,
+    ) -> None:
+        self.name, self.metric, self.mode = name, metric, mode
+        self.bundle_root, self.enabled = Path(bundle_root), enabled
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+        if not self.enabled or trainer.interrupted or not trainer.is_global_zero or logger is None:
+            return
+        datamodule = trainer.datamodule
+        value = self._best_value(trainer)
+        last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_") and v.numel() == 1}
+        metadata = {"run_id": logger.run_id, "registered_model": self.name, "selection": {self.metric: value},
+                    "metrics": last}  # fmt: skip
+        bundle = write_bundle(
+            self.bundle_root / logger.run_id, best_network(trainer, pl_module), datamodule.feature_spec,
+            datamodule.users_frame, datamodule.items_frame, metadata,
+        )  # fmt: skip
+        registration = register(log_pyfunc_model(bundle, logger.run_id), self.name, self.metric, value, self.mode)
+        metadata_path = bundle / METADATA
+        atomic_write_text(metadata_path, json.dumps({**json.loads(metadata_path.read_text()), "version": registration.version}, indent=2))
+        logger.experiment.set_tag(logger.run_id, "registered_model_version", f"{self.name}/{registration.version}")
+        status = "now champion" if registration.promoted else f"champion stays version {registration.previous_champion}"
+        rank_zero_info(
+            f"Registered {self.name} version {registration.version} ({self.metric}={value:.4f}, {status}); bundle: {bundle}"
+        )
+
+    def _best_value(self, trainer: L.Trainer) -> float:
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.monitor == self.metric and checkpoint.best_model_score is not None:
+            return float(checkpoint.best_model_score)
+        if self.metric not in trainer.callback_metrics:
+            raise KeyError(f"RegisterModel: metric {self.metric!r} was never logged; logged: {sorted(trainer.callback_metrics)}")
+        return float(trainer.callback_metrics[self.metric])
+
+
+def best_network(trainer: L.Trainer, pl_module: L.LightningModule) -> WideDeep:
+    """The network with the best checkpoint's weights (the live one when there is none)."""
+    net = copy.deepcopy(pl_module.net).cpu().eval()
+    checkpoint = trainer.checkpoint_callback
+    path = getattr(checkpoint, "best_model_path", "")
+    if path:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    return net

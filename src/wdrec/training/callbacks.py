@@ -1,0 +1,79 @@
+"""Plots a person would rather look at than read: training curves and the validation ROC."""
+
+from __future__ import annotations
+
+import lightning as L
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchmetrics.functional.classification import binary_auroc, binary_roc  # noqa: E402
+
+from wdrec.training.tracking import mlflow_logger  # noqa: E402
+
+CURVES = (("loss", ("train_loss", "val_loss")), ("AUC", ("val_auc",)), ("ranking", ("val_hr_10", "val_ndcg_10", "val_recall_10")),
+          ("rating error", ("val_rmse", "val_mae")))  # fmt: skip
+
+
+class TrainingPlots(L.Callback):
+    """Collects per-epoch metrics and, at the end of ``fit``, logs two figures to MLflow:
+    ``plots/training_curves.png`` and (binary task) ``plots/roc_curve.png``."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = state_dict["history"]
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = mlflow_logger(trainer)
+        if logger is None or not trainer.is_global_zero or trainer.interrupted:
+            return
+        logger.experiment.log_figure(logger.run_id, self.curves(), "plots/training_curves.png")
+        if pl_module.net.config.task == "binary":
+            logger.experiment.log_figure(logger.run_id, roc_figure(trainer, pl_module), "plots/roc_curve.png")
+        plt.close("all")
+
+    def curves(self) -> plt.Figure:
+        panels = [(title, [k for k in keys if any(k in h for h in self.history)]) for title, keys in CURVES]
+        panels = [(title, keys) for title, keys in panels if keys]
+        figure, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 * max(1, len(panels)), 3.5), squeeze=False)
+        for axis, (title, keys) in zip(axes[0], panels, strict=False):
+            for key in keys:
+                points = [(h["epoch"] + 1, h[key]) for h in self.history if key in h]
+                axis.plot(*zip(*points, strict=True), marker="o", label=key)
+            axis.set(title=title, xlabel="epoch")
+            axis.grid(alpha=0.3)
+            axis.legend()
+        figure.tight_layout()
+        return figure
+
+
+@torch.no_grad()
+def roc_figure(trainer: L.Trainer, pl_module: L.LightningModule) -> plt.Figure:
+    """ROC of the model on the validation set's pointwise rows (positives and negatives)."""
+    datamodule = trainer.datamodule
+    pl_module.eval()
+    scores, labels = [], []
+    for batch in datamodule.val_dataloader()[0]:
+        batch = datamodule.on_after_batch_transfer({k: v.to(pl_module.device) for k, v in batch.items()}, 0)
+        scores.append(torch.sigmoid(pl_module(batch).float()).cpu())
+        labels.append(batch["label"].long().cpu())
+    score, label = torch.cat(scores), torch.cat(labels)
+    fpr, tpr, _ = binary_roc(score, label)
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    axis.plot(fpr, tpr, label=f"Wide&Deep (AUC {binary_auroc(score, label):.3f})")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    axis.set(title="validation ROC", xlabel="false positive rate", ylabel="true positive rate")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    return figure

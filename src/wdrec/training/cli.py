@@ -1,0 +1,46 @@
+"""The Lightning CLI for wdrec: ``fit``, ``validate``, ``test``, ``predict``.
+
+Data sizes are linked into the model at instantiation, checkpointing and early stopping
+are always on (configurable under ``checkpoint.*`` and ``early_stopping.*``), runs are
+tracked in MLflow (``trainer.logger``), and the resolved config is logged into the run.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from wdrec.training.callbacks import TrainingPlots
+
+
+class WideDeepCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.layout", "model.layout", apply_on="instantiate")
+        parser.link_arguments("data.task", "model.task", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.dirpath": "checkpoints",
+                "checkpoint.filename": "best-{epoch:02d}",
+                "checkpoint.monitor": "val_ndcg_10",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+            }
+        )
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val_ndcg_10", "early_stopping.mode": "max",
+                             "early_stopping.patience": 3})  # fmt: skip
+        parser.add_lightning_class_args(TrainingPlots, "plots")
+
+
+def quiet_known_warnings() -> None:
+    """Warnings that do not apply to wdrec's in-memory, vectorised loaders."""
+    for message in (
+        r".*does not have many workers.*",
+        r".*IterableDataset.*__len__.*",
+        r".*Your `IterableDataset` has `__len__` defined.*",
+        r".*The number of training batches .* is smaller than the logging interval.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)

@@ -1,0 +1,76 @@
+"""Fixtures shared by the whole suite.
+
+MovieLens-100k is real data: it is fetched once per machine into the data cache
+(``$WDREC_DATA_DIR``, else ``~/.cache/wdrec``) and read from there afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from wdrec.data.features import Cross, Field
+from wdrec.data.schema import InteractionData
+from wdrec.data.sources.base import default_data_dir
+from wdrec.data.sources.movielens import MovieLens
+
+FeatureDeclarations = tuple[list[Field], list[Cross]]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run a module's torch ops on one thread, then restore the setting.
+
+    The data layer runs many small index ops (sort, unique, searchsorted). On the shared
+    2-core machines, under load, each OpenMP parallel region waits on a descheduled
+    thread: measured 10-100x slower with 2 threads than with 1 (torch.unique of 98k: 0.4 s
+    vs 5 ms). Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The persistent download cache, so MovieLens is fetched once per machine, not per run."""
+    path = default_data_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def movielens_100k(data_dir: Path) -> InteractionData:
+    """MovieLens-100k's canonical tables: 100,000 ratings, 943 users, 1,682 movies."""
+    return MovieLens("100k").load(data_dir)
+
+
+def _movielens_features() -> FeatureDeclarations:
+    fields = [
+        Field("user_id", "user"),
+        Field("age", "user", kind="numeric", transform="bucketize", boundaries=[18, 25, 35, 45, 50, 56]),
+        Field("gender", "user"),
+        Field("occupation", "user"),
+        Field("zip_prefix", "user", column="zip_code", min_count=5, wide=False),
+        Field("history", "user", kind="history", max_length=50, deep=False),
+        Field("item_id", "item"),
+        Field("genres", "item", kind="multi_hot"),
+        Field("release_year", "item", kind="numeric"),
+    ]
+    crosses = [
+        Cross(["gender", "genres"]),
+        Cross(["occupation", "genres"]),
+        Cross(["age", "genres"]),
+        Cross(["history", "item_id"]),
+    ]
+    return fields, crosses
+
+
+@pytest.fixture(scope="session")
+def movielens_features() -> Callable[[], FeatureDeclarations]:
+    """``movielens_features()`` → fresh ``(fields, crosses)`` for MovieLens (fresh: Field is mutable)."""
+    return _movielens_features

@@ -1,0 +1,272 @@
+"""InteractionDataModule: ML-100k in, Wide&Deep batches out; DDP shards; evaluation loaders; bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from wdrec.data.datamodule import InteractionDataModule, PointwiseBatches, RankingBatches, TrainBatches
+from wdrec.data.features import Field
+from wdrec.data.sampling import NegativeSampler
+from wdrec.data.schema import DataError
+from wdrec.data.sources import movielens
+from wdrec.data.sources.base import SourceUnavailable
+from wdrec.data.sources.files import Files
+from wdrec.data.sources.movielens import MovieLens
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NUM_ITEMS = 1682
+RANKING_USERS = 16
+
+
+@pytest.fixture(scope="module")
+def dm(data_dir, movielens_features) -> InteractionDataModule:
+    """ML-100k with the MovieLens features: leave-one-out, implicit, 4 negatives per positive."""
+    fields, crosses = movielens_features()
+    module = InteractionDataModule(
+        MovieLens("100k"), fields, crosses, batch_size=1000, ranking_users=RANKING_USERS, data_dir=str(data_dir)
+    )
+    module.prepare_data()
+    module.setup("fit")
+    return module
+
+
+# --- what the model needs -----------------------------------------------------------------------
+
+
+def test_layout_is_ready_right_after_construction(data_dir, movielens_features):
+    fields, crosses = movielens_features()
+    dm = InteractionDataModule(MovieLens("100k"), fields, crosses, data_dir=str(data_dir))
+    layout = dm.layout  # no trainer, no setup(): the CLI links it into the model at instantiation
+
+    spec = dm.feature_spec
+    assert layout["wide_size"] == spec.wide_size
+    tables = {side: {e["name"]: e["num_embeddings"] for e in layout[side]["categorical"] + layout[side]["bags"]}
+              for side in ("user", "item")}  # fmt: skip
+    assert tables["user"] == {"user_id": 944, "age": 8, "gender": 3, "occupation": 22, "zip_prefix": 6, "history": 1680}
+    assert tables["item"] == {"item_id": 1680, "genres": 20}  # 1679 items in train (+ OOV), 19 genres (+ pad)
+    for side in ("user", "item"):
+        for name, size in tables[side].items():
+            assert size == spec.cardinality(name), name
+    assert (layout["user"]["num_dense"], layout["item"]["num_dense"]) == (0, 1)  # release_year
+    history = next(e for e in layout["user"]["bags"] if e["name"] == "history")
+    assert history["dim"] == 0  # deep=False: wide-only
+    assert dm.num_items == NUM_ITEMS  # the whole catalogue, items never rated in train included
+
+
+def test_train_batch_has_the_whole_layout(dm):
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+
+    rows = len(batch["label"])
+    assert rows == 1000  # 200 positives + 800 negatives
+    expected = {
+        "user.categorical": (torch.long, 5),
+        "user.dense": (torch.float32, 0),
+        "user.bag.history": (torch.long, 50),
+        "item.categorical": (torch.long, 1),
+        "item.dense": (torch.float32, 1),
+        "item.bag.genres": (torch.long, None),
+        "wide.user": (torch.long, 4 + 50),  # user_id, age, gender, occupation (zip: wide=False) + history
+        "wide.item": (torch.long, None),
+        "wide.cross": (torch.long, None),
+        "user": (torch.long, None),
+        "item": (torch.long, None),
+        "label": (torch.float32, None),
+    }
+    assert set(batch) == set(expected)
+    for key, (dtype, width) in expected.items():
+        assert batch[key].dtype == dtype and batch[key].shape[0] == rows, key
+        if width is not None:
+            assert batch[key].shape[1] == width, key
+    labels = batch["label"]
+    assert set(labels.tolist()) == {0.0, 1.0}
+    assert int(labels.eq(0).sum()) == 4 * int(labels.eq(1).sum())
+
+
+# --- DDP sharding, without processes ------------------------------------------------------------
+
+
+def shards(make, world_size: int) -> list[list[dict[str, torch.Tensor]]]:
+    """Every rank's batches of one epoch; ``make(rank)`` builds that rank's dataset."""
+    out = []
+    for rank in range(world_size):
+        dataset = make(rank)
+        batches = list(dataset)
+        assert len(batches) == len(dataset)
+        out.append(batches)
+    return out
+
+
+def test_train_shards_cover_every_movielens_positive_once(dm):
+    rows = dm.rows["train"]
+    ranks = shards(
+        lambda rank: TrainBatches(rows, dm.sampler, negatives=4, batch_size=1000, seed=42, epoch=lambda: 0,
+                                  rank=rank, world_size=2),  # fmt: skip
+        2,
+    )
+
+    assert len(ranks[0]) == len(ranks[1])  # no rank waits on another
+    positive = [
+        (batch["user"] * NUM_ITEMS + batch["item"])[batch["label"] > 0.5] for batches in ranks for batch in batches
+    ]
+    seen = torch.cat(positive)
+    expected = rows["user"] * NUM_ITEMS + rows["item"]
+    assert len(seen) == len(expected)  # nothing repeated, nothing dropped ...
+    assert torch.equal(seen.sort().values, expected.sort().values)  # ... and exactly these
+    both = [torch.cat([(b["user"] * NUM_ITEMS + b["item"])[b["label"] > 0.5] for b in batches]) for batches in ranks]
+    assert not np.intersect1d(both[0].numpy(), both[1].numpy()).size
+
+
+@pytest.mark.parametrize(("n", "world_size", "per_batch"), [(1001, 2, 64), (1001, 3, 100), (129, 2, 64)])
+def test_every_loader_shards_an_odd_number_of_rows_exactly(n, world_size, per_batch):
+    """Rows are numbered by their user index, so the union of the shards must be range(n).
+
+    129 rows on 2 ranks: shards of 65 and 64 rows, 64 a batch: both ranks still yield 2 batches.
+    """
+    everyone = torch.arange(n)
+    rows = {"user": everyone, "item": everyone % 7, "label": torch.ones(n)}
+    sampler = NegativeSampler(rows["user"], rows["item"], 7)
+    relevant = {"user": everyone.repeat(2), "item": torch.cat([everyone % 7, (everyone + 1) % 7])}
+    exclude = {"user": everyone, "item": (everyone + 2) % 7}
+    loaders = {
+        "train": lambda rank: TrainBatches(rows, sampler, negatives=1, batch_size=2 * per_batch, seed=0,
+                                           epoch=lambda: 3, rank=rank, world_size=world_size),  # fmt: skip
+        "pointwise": lambda rank: PointwiseBatches(rows, per_batch, rank, world_size),
+        "ranking": lambda rank: RankingBatches(everyone, relevant, exclude, per_batch, rank, world_size),
+    }
+    for name, make in loaders.items():
+        ranks = shards(make, world_size)
+        assert len({len(batches) for batches in ranks}) == 1, name
+        if name == "ranking":
+            users = torch.cat([b["ranking_user"] for batches in ranks for b in batches])
+            pairs = torch.cat([b["relevant_user"] * 7 + b["relevant_item"] for batches in ranks for b in batches])
+            assert torch.equal(pairs.sort().values, (relevant["user"] * 7 + relevant["item"]).sort().values), name
+        else:
+            users = torch.cat([b["user"][b["label"] > 0.5] for batches in ranks for b in batches])
+        assert torch.equal(users.sort().values, everyone), name
+
+
+# --- evaluation loaders -------------------------------------------------------------------------
+
+
+def items_by_user(dm: InteractionDataModule, *frames: pd.DataFrame) -> dict[int, set[int]]:
+    """User row → item rows, from split tables (independent of the datamodule's index tensors)."""
+    user_row = pd.Index(dm.users_frame["user_id"])
+    item_row = pd.Index(dm.items_frame["item_id"])
+    out: dict[int, set[int]] = {}
+    for frame in frames:
+        users, items = user_row.get_indexer(frame["user_id"]), item_row.get_indexer(frame["item_id"])
+        for user, item in zip(users.tolist(), items.tolist(), strict=True):
+            out.setdefault(user, set()).add(item)
+    return out
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_evaluation_loaders_pointwise_then_full_ranking(dm, stage):
+    pointwise, ranking = getattr(dm, f"{stage}_dataloader")()
+
+    rows = {key: torch.cat([batch[key] for batch in pointwise]) for key in ("user", "item", "label")}
+    labels = rows["label"]
+    assert int(labels.eq(1).sum()) == 943 and int(labels.eq(0).sum()) == 4 * 943  # fixed, seeded negatives
+    interacted = items_by_user(dm, dm.splits.train, dm.splits.val, dm.splits.test)
+    negatives = zip(rows["user"][labels == 0].tolist(), rows["item"][labels == 0].tolist(), strict=True)
+    assert not any(item in interacted[user] for user, item in negatives)  # not even the val or test item
+    blocks = list(ranking)
+    assert torch.equal(torch.cat([b["ranking_user"] for b in blocks]), torch.arange(943))  # every user ranked
+
+    first = dm.on_after_batch_transfer(blocks[0], 1)
+    users = blocks[0]["ranking_user"].tolist()
+    assert len(users) == RANKING_USERS
+    assert first["relevant"].shape == first["exclude"].shape == (RANKING_USERS, NUM_ITEMS)
+    assert first["relevant"].dtype == first["exclude"].dtype == torch.bool
+    assert first["wide.cross"].shape[0] == RANKING_USERS * NUM_ITEMS  # each user against the whole catalogue
+    assert first["relevant"].sum(dim=1).eq(1).all()  # leave-one-out: one relevant item per user
+
+    relevant = items_by_user(dm, getattr(dm.splits, stage))
+    seen = items_by_user(dm, dm.splits.train, *([dm.splits.val] if stage == "test" else []))
+    for row, user in enumerate(users):
+        assert set(first["relevant"][row].nonzero().flatten().tolist()) == relevant[user]
+        assert set(first["exclude"][row].nonzero().flatten().tolist()) == seen[user]
+    assert not (first["relevant"] & first["exclude"]).any()
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+GOOD = "user,item,ts\n1,10,100\n1,11,200\n1,12,300\n1,13,400\n2,10,150\n2,11,250\n2,12,350\n2,14,450\n"
+BAD_FILES = {
+    "missing column": ("user,item\n1,10\n2,11\n", "ts", "missing; expected columns"),
+    "NaN ids": ("user,item,ts\n1,10,100\n,11,200\n", "user", "1 missing ids"),
+    "empty file": ("", None, "empty file"),
+    "duplicates": ("user,item,ts\n1,10,100\n1,10,100\n", None, "1 duplicate interactions"),
+}
+
+
+def files_module(path: Path, **kwargs) -> InteractionDataModule:
+    source = Files(str(path), user_column="user", item_column="item", timestamp_column="ts", **kwargs)
+    return InteractionDataModule(source, data_dir=str(path.parent / "cache"))
+
+
+@pytest.mark.parametrize("trigger", ["layout", "setup"])
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_files_raise_a_data_error_naming_file_and_column(tmp_path, case, trigger):
+    text, column, problem = BAD_FILES[case]
+    path = tmp_path / "clicks.csv"
+    path.write_text(text)
+    dm = files_module(path)
+
+    with pytest.raises(DataError, match=problem) as error:
+        if trigger == "layout":
+            _ = dm.layout
+        else:
+            dm.setup("fit")
+    assert error.value.origin == str(path) and str(path) in str(error.value)
+    assert error.value.column == column
+    if column is not None:
+        assert f"column '{column}'" in str(error.value)
+
+
+def test_a_feature_missing_from_the_users_file_is_named(tmp_path):
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text(GOOD)
+    users = tmp_path / "users.csv"
+    users.write_text("user,city\n1,Paris\n2,Oslo\n")
+    source = Files(str(clicks), user_column="user", item_column="item", timestamp_column="ts", users=str(users))
+    fields = [Field("user_id", "user"), Field("age", "user", kind="numeric"), Field("item_id", "item")]
+    dm = InteractionDataModule(source, fields, data_dir=str(tmp_path / "cache"))
+
+    with pytest.raises(DataError, match="column 'age': missing; feature 'age' reads it"):
+        dm.setup("fit")
+
+
+def test_good_files_make_a_datamodule(tmp_path):
+    path = tmp_path / "clicks.csv"
+    path.write_text(GOOD)
+    dm = files_module(path)
+
+    assert dm.num_items == 5  # items 10..14
+    assert dm.layout["item"]["categorical"][0]["num_embeddings"] == 3  # 10 and 11 (+ OOV): the rest are val/test
+    assert not (tmp_path / "cache").exists()  # the user's own files are read in place, never cached
+
+
+@pytest.mark.parametrize("archive", ["unreachable", "missing", "corrupt"])
+def test_a_failed_download_leaves_no_file_in_the_cache(tmp_path, monkeypatch, archive):
+    """GroupLens is unreachable from the build machines; a local URL covers missing and corrupt archives."""
+    if archive != "unreachable":
+        served = tmp_path / "served"
+        served.mkdir()
+        if archive == "corrupt":
+            (served / "ml-100k.zip").write_bytes(b"PK\x03\x04 not what GroupLens published" * 1000)
+        monkeypatch.setattr(movielens, "GROUPLENS", served.as_uri())
+    cache = tmp_path / "cache"
+    dm = InteractionDataModule(MovieLens("100k", routes=("grouplens",)), data_dir=str(cache))
+
+    with pytest.raises(SourceUnavailable, match="could not get MovieLens 100k; tried grouplens"):
+        dm.prepare_data()
+    with pytest.raises(SourceUnavailable):
+        _ = dm.layout
+    assert [p for p in cache.rglob("*") if not p.is_dir()] == []

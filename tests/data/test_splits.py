@@ -1,0 +1,174 @@
+"""Splits and targets, as DESIGN.md's evaluation protocols define them (L1O, PW, temporal, predefined)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wdrec.data.schema import InteractionData
+from wdrec.data.sources.files import Files
+from wdrec.data.splits import make_splits
+
+
+def frame(rows: list[tuple[str, str, int]]) -> InteractionData:
+    return InteractionData(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+
+
+def pairs(split: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(zip(split["user_id"], split["item_id"], strict=True))
+
+
+# --- L1O ----------------------------------------------------------------------------------------
+
+
+def test_leave_one_out_on_movielens(movielens_100k):
+    splits = make_splits(movielens_100k, "l1o", "implicit")
+    train, val, test = splits.train, splits.val, splits.test
+
+    assert len(val) == len(test) == 943  # one of each per user: every ML-100k user has 20+ ratings
+    assert val["user_id"].is_unique and test["user_id"].is_unique
+    assert len(train) + len(val) + len(test) == len(movielens_100k.interactions)
+    assert all(split["label"].eq(1.0).all() for _, split in splits.items())  # implicit: all positives
+    seen = set(pairs(train))
+    assert not any(pair in seen for pair in pairs(test))
+    assert not any(pair in seen for pair in pairs(val))
+
+    def order(split: pd.DataFrame) -> dict[str, tuple[int, str]]:
+        return {u: (t, i) for u, i, t in zip(split["user_id"], split["item_id"], split["timestamp"], strict=True)}
+
+    last_train = order(train.sort_values(["timestamp", "item_id"]).groupby("user_id").tail(1))
+    val_at, test_at = order(val), order(test)
+    for user, test_key in test_at.items():
+        assert last_train[user] <= val_at[user] <= test_key, user
+
+
+def test_leave_one_out_orders_by_timestamp_then_item_and_keeps_short_users_in_train():
+    data = frame(
+        [
+            ("a", "1", 10), ("a", "2", 20),  # two interactions: all stay in train
+            ("b", "1", 5),
+            ("c", "3", 30), ("c", "1", 10), ("c", "2", 20),  # any input order
+            ("d", "9", 50), ("d", "1", 60), ("d", "8", 50), ("d", "7", 40),  # a tie at 50: item "9" is later
+        ]
+    )  # fmt: skip
+    splits = make_splits(data, "l1o", "implicit")
+
+    assert sorted(pairs(splits.test)) == [("c", "3"), ("d", "1")]
+    assert sorted(pairs(splits.val)) == [("c", "2"), ("d", "9")]
+    assert sorted(pairs(splits.train)) == [("a", "1"), ("a", "2"), ("b", "1"), ("c", "1"), ("d", "7"), ("d", "8")]
+
+
+# --- random (PW) --------------------------------------------------------------------------------
+
+
+def test_pointwise_protocol_random_split_of_binary_labels(movielens_100k):
+    log = movielens_100k.interactions
+    kept = log[log["rating"] != 3]
+    splits = make_splits(movielens_100k, "random", "binary", seed=42)
+
+    for _, split in splits.items():
+        assert not split["rating"].eq(3).any()
+        assert split["label"].tolist() == (split["rating"] >= 4).astype(float).tolist()  # 4, 5 → 1; 1, 2 → 0
+    n = len(kept)
+    for (_, split), fraction in zip(splits.items(), (0.8, 0.1, 0.1), strict=True):
+        assert abs(len(split) - fraction * n) <= 1
+    index = [set(split.index) for _, split in splits.items()]
+    assert not (index[0] & index[1] or index[0] & index[2] or index[1] & index[2])
+    assert index[0] | index[1] | index[2] == set(kept.index)
+
+
+def test_random_split_is_seeded(movielens_100k):
+    first = make_splits(movielens_100k, "random", "binary", seed=7)
+    again = make_splits(movielens_100k, "random", "binary", seed=7)
+    other = make_splits(movielens_100k, "random", "binary", seed=8)
+
+    for name in ("train", "val", "test"):
+        assert getattr(first, name).index.equals(getattr(again, name).index)
+        assert not getattr(first, name).index.equals(getattr(other, name).index)
+
+
+def test_binary_thresholds_are_configurable(movielens_100k):
+    splits = make_splits(movielens_100k, "random", "binary", positive_threshold=5, negative_threshold=3)
+    ratings = pd.concat([split for _, split in splits.items()])
+
+    assert set(ratings["rating"]) == {1.0, 2.0, 3.0, 5.0}  # 4 is now the dropped middle
+    assert ratings["label"].eq(ratings["rating"].eq(5.0)).all()
+
+
+# --- temporal and predefined --------------------------------------------------------------------
+
+
+def test_temporal_split_cuts_once_in_time(movielens_100k):
+    splits = make_splits(movielens_100k, "temporal", "implicit")
+    train, val, test = (split["timestamp"] for _, split in splits.items())
+
+    assert (len(train), len(val), len(test)) == (80_000, 10_000, 10_000)
+    assert train.max() <= val.min() and val.max() <= test.min()
+
+
+def write_csv(path: Path, rows: list[tuple]) -> str:
+    pd.DataFrame(rows, columns=["user", "item", "clicked"]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_predefined_split_from_files(tmp_path):
+    files = Files(
+        user_column="user",
+        item_column="item",
+        label_column="clicked",
+        train=write_csv(tmp_path / "train.csv", [(1, 10, 1), (1, 11, 0), (2, 10, 1)]),
+        val=write_csv(tmp_path / "val.csv", [(1, 12, 1)]),
+        test=write_csv(tmp_path / "test.csv", [(2, 11, 0), (2, 12, 1)]),
+    )
+    data = files.load()
+
+    binary = make_splits(data, "predefined", "binary")
+    assert pairs(binary.train) == [("1", "10"), ("1", "11"), ("2", "10")]
+    assert binary.train["label"].tolist() == [1.0, 0.0, 1.0]  # the file's labels
+    assert pairs(binary.val) == [("1", "12")]
+    assert pairs(binary.test) == [("2", "11"), ("2", "12")] and binary.test["label"].tolist() == [0.0, 1.0]
+    assert len(data.interactions) == 6  # the whole log is the three files together
+    implicit = make_splits(data, "predefined", "implicit")
+    assert implicit.train["label"].eq(1.0).all()  # implicit: every interaction is a positive
+
+
+def test_predefined_split_with_train_only_has_empty_val_and_test(tmp_path):
+    files = Files(train=write_csv(tmp_path / "train.csv", [(1, 10, 1)]), user_column="user", item_column="item")
+    splits = make_splits(files.load(), "predefined", "implicit")
+
+    assert len(splits.train) == 1 and splits.val.empty and splits.test.empty
+    assert list(splits.val.columns) == list(splits.train.columns)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+NO_TIME = InteractionData(pd.DataFrame({"user_id": ["1", "2"], "item_id": ["a", "b"], "rating": [4.0, 1.0]}))
+NO_RATING = InteractionData(pd.DataFrame({"user_id": ["1", "2"], "item_id": ["a", "b"], "timestamp": [1, 2]}))
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "message"),
+    [
+        (NO_TIME, {"how": "l1o", "target": "implicit"}, "'l1o' orders each user's interactions by time"),
+        (NO_TIME, {"how": "temporal", "target": "implicit"}, "'temporal' needs a timestamp column"),
+        (NO_RATING, {"how": "random", "target": "rating"}, "target 'rating' needs a rating column"),
+        (NO_RATING, {"how": "random", "target": "binary"}, "target 'binary' needs a label or rating column"),
+        (NO_TIME, {"how": "random", "target": "regression"}, "target must be implicit, binary or rating"),
+        (NO_TIME, {"how": "kfold", "target": "implicit"}, "split must be l1o, random, temporal or predefined"),
+        (NO_TIME, {"how": "predefined", "target": "implicit"}, "'predefined' needs a source with train"),
+        (NO_TIME, {"how": "random", "target": "binary", "positive_threshold": 2.0, "negative_threshold": 4.0},
+         r"negative_threshold \(4.0\) must be below positive_threshold \(2.0\)"),  # fmt: skip
+    ],
+)
+def test_impossible_splits_and_targets_are_refused(data, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_splits(data, **kwargs)
+
+
+@pytest.mark.parametrize("fractions", [(0.8, 0.1, 0.2), (1.2, -0.1, -0.1), (0.5, 0.5), (0.9, 0.1, np.nan)])
+def test_bad_fractions_are_refused(fractions):
+    with pytest.raises(ValueError, match="split_fractions must be three non-negative numbers summing to 1"):
+        make_splits(NO_RATING, "random", "implicit", fractions=fractions)
