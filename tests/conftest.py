@@ -6,7 +6,9 @@ MovieLens-100k is real data: it is fetched once per machine into the data cache
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,19 @@ from wdrec.data.sources.base import default_data_dir
 from wdrec.data.sources.movielens import MovieLens
 
 FeatureDeclarations = tuple[list[Field], list[Cross]]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "movielens100k.yaml"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Run the suite in a scratch directory with its own MLflow store, so no test writes
+    ``mlflow.db``, ``mlruns/``, ``checkpoints/`` or ``bundles/`` into the checkout."""
+    workdir = tmp_path_factory.mktemp("workdir")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+        patch.chdir(workdir)
+        yield workdir
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +89,34 @@ def _movielens_features() -> FeatureDeclarations:
 def movielens_features() -> Callable[[], FeatureDeclarations]:
     """``movielens_features()`` → fresh ``(fields, crosses)`` for MovieLens (fresh: Field is mutable)."""
     return _movielens_features
+
+
+@dataclass
+class TrainedRun:
+    """One real ``wdrec fit`` of the default job, shortened: what later stages consume."""
+
+    workdir: Path
+    tracking_uri: str
+    run_id: str
+    bundle: Path
+    checkpoint_dir: Path
+    cli: object  # wdrec.cli.WdrecCLI: trainer, model, datamodule
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> TrainedRun:
+    """``wdrec fit --config configs/movielens100k.yaml`` for one short epoch, in its own
+    directory and MLflow store, registered as ``wdrec`` version 1 (alias ``champion``)."""
+    from wdrec.cli import run
+
+    workdir = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    with contextlib.chdir(workdir), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        cli = run(["fit", "--config", str(DEFAULT_CONFIG), *SHORT_FIT])
+    run_id = cli.trainer.logger.run_id
+    return TrainedRun(workdir, uri, run_id, workdir / "bundles" / run_id, workdir / "checkpoints", cli)
+
+
+# A real fit, cut to seconds: one epoch of 30 batches, no progress bar.
+SHORT_FIT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=30", "--trainer.enable_progress_bar=false"]

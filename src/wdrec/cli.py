@@ -23,8 +23,11 @@ def main(args: list[str] | None = None) -> None:
     run(args)
 
 
-def run(args: list[str] | None = None) -> WdrecCLI:
-    """Run the CLI and return it (tests read its trainer, model and data module)."""
+def run(args: list[str] | None = None, subcommand: bool = True) -> WdrecCLI:
+    """Run the CLI and return it (tests and benchmarks read its trainer, model and data).
+
+    With ``subcommand=False`` the objects are built from ``args`` but nothing runs.
+    """
     quiet_known_warnings()
     return WdrecCLI(
         WideDeepModule,
@@ -34,6 +37,7 @@ def run(args: list[str] | None = None) -> WdrecCLI:
         trainer_defaults={"logger": lazy_instance(MLflowTracking)},
         seed_everything_default=42,
         args=args,
+        run=subcommand,
     )
 
 

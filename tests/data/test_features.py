@@ -8,12 +8,10 @@ training split; the small hand-made tables spell out one rule each (vocabulary i
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 import torch
 
@@ -315,47 +313,6 @@ def value_width(spec: FeatureSpec, name: str, batch: dict[str, torch.Tensor]) ->
 # --- speed --------------------------------------------------------------------------------------
 
 
-def test_encode_is_vectorised():
-    n, rng = 200_000, np.random.default_rng(0)
-    items = pd.DataFrame({"item_id": [f"i{k}" for k in range(5000)]})
-    users = pd.DataFrame(
-        {
-            "user_id": [f"u{k}" for k in range(n)],
-            "city": rng.choice([f"c{k}" for k in range(300)], n),
-            "age": rng.integers(10, 80, n).astype(float),
-            "income": rng.normal(5e4, 1e4, n),
-        }
-    )
-    offsets = np.concatenate([[0], np.cumsum(rng.integers(0, 30, n))]).astype(np.int32)
-    flat = pa.array(np.asarray(items["item_id"])[rng.integers(0, 5000, offsets[-1])], pa.string())
-    users["history"] = pd.Series(pd.arrays.ArrowExtensionArray(pa.ListArray.from_arrays(offsets, flat)))
-    fields = [Field("user_id", "user"), Field("city", "user"), Field("income", "user", kind="numeric"),
-              Field("age", "user", kind="numeric", transform="bucketize"),
-              Field("history", "user", kind="history"), Field("item_id", "item")]  # fmt: skip
-    train = pd.DataFrame({"user_id": users["user_id"].iloc[:20_000], "item_id": "i0"})
-    spec = FeatureSpec.fit(fields, [], train, users, items)
-    spec.encode("user", users.iloc[:10])  # builds the vocabulary hash tables once per spec
-
-    start = time.perf_counter()
-    encoded = spec.encode("user", users)
-    elapsed = time.perf_counter() - start
-    assert len(encoded) == n and encoded.bags["history"].shape == (n, 20)
-    assert elapsed < 2.0, f"encoding {n} rows took {elapsed:.2f} s: a per-row loop?"
-
-
-# --- bad declarations ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("declare", "message"),
-    [
-        (lambda: Field("mood", "user", kind="text"), "'mood': unknown kind 'text'"),
-        (lambda: Field("mood", "movie"), "'mood': side must be 'user' or 'item', got 'movie'"),
-        (lambda: Field("mood", "item", kind="history"), "'mood': history is a user-side feature"),
-        (lambda: Field("mood", "user", kind="numeric", transform="log"), "'mood': transform must be"),
-        (lambda: Cross(["gender"]), "exactly two fields"),
-    ],
-)
 def test_bad_declarations_are_refused_with_the_name(declare, message):
     with pytest.raises(ValueError, match=message):
         declare()

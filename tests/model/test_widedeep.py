@@ -129,7 +129,7 @@ def test_one_user_row_broadcasts_like_repeated_rows(config):
     net = WideDeep(make_config(**config))
     if net.wide is not None:
         with torch.no_grad():
-            net.wide.weight.weight.normal_(generator=torch.Generator().manual_seed(0))
+            net.wide.weight.normal_(generator=torch.Generator().manual_seed(0))
     net(make_batch(64, seed=1))  # non-default BatchNorm running stats
     net.eval()
     rows = 8
@@ -185,7 +185,7 @@ def test_wide_only_is_logistic_regression():
     w = torch.randn(WIDE_SIZE, generator=g)
     w[0] = 1000.0  # row 0 is padding: whatever it holds must never count
     with torch.no_grad():
-        net.wide.weight.weight.copy_(w.unsqueeze(1))
+        net.wide.weight.copy_(w)
         net.wide.bias.fill_(0.25)
 
     for batch in (make_batch(8, seed=4), make_batch(8, user_rows=1, seed=5)):
@@ -210,14 +210,14 @@ def test_wide_only_is_logistic_regression():
 def test_wide_padding_id_contributes_nothing():
     net = WideDeep(make_config(use_deep=False))
     with torch.no_grad():
-        net.wide.weight.weight.normal_(generator=torch.Generator().manual_seed(0))
-        net.wide.weight.weight[0] = 50.0
+        net.wide.weight.normal_(generator=torch.Generator().manual_seed(0))
+        net.wide.weight[0] = 50.0
     batch = make_batch(4, seed=6)
     batch["wide.user"] = torch.tensor([[7, 0], [7, 0], [0, 0], [0, 0]])
     batch["wide.item"] = torch.tensor([[3], [3], [0], [0]])
     batch["wide.cross"] = torch.tensor([[0, 0, 0], [9, 0, 0], [0, 0, 0], [9, 0, 0]])
     out = net(batch)
-    w = net.wide.weight.weight.detach().squeeze(1)
+    w = net.wide.weight.detach()
     expected = torch.stack([w[7] + w[3], w[7] + w[3] + w[9], torch.tensor(0.0), w[9]])
     torch.testing.assert_close(out, expected)
 
@@ -288,7 +288,7 @@ def test_initialisation_follows_the_activation(activation):
         assert type(b.drop) is (nn.AlphaDropout if activation == "selu" else nn.Dropout)
     assert (net.over.head.bias == 0).all()
     assert net.over.head.weight.abs().sum() > 0
-    assert (net.wide.weight.weight == 0).all()
+    assert (net.wide.weight == 0).all()
     assert (net.wide.bias == 0).all()
     # embeddings: N(0, 1/dim), so each vector has norm about 1
     emb = net.deep.user.embeddings[0].weight.detach()
@@ -397,7 +397,7 @@ def test_wide_backward_touches_only_wide_parameters():
     net = WideDeep(make_config(use_deep=False))
     batch = make_batch(8, seed=9)
     net(batch).sum().backward()
-    grad = net.wide.weight.weight.grad
+    grad = net.wide.weight.grad
     assert grad is not None and net.wide.bias.grad is not None
     assert grad[0].abs().sum() == 0  # padding row gets no gradient
     used = torch.cat([batch[k].flatten() for k in ("wide.user", "wide.item", "wide.cross")]).unique()

@@ -30,7 +30,7 @@ from wdrec.data.features import HISTORY_COLUMN, Cross, FeatureSpec, Field, SideT
 from wdrec.data.sampling import Distribution, NegativeSampler
 from wdrec.data.schema import ITEM_ID, LABEL, TIMESTAMP, USER_ID, InteractionData
 from wdrec.data.sources.base import InteractionSource, default_data_dir
-from wdrec.data.splits import SplitName, Splits, Target, make_splits
+from wdrec.data.splits import SplitName, Target, make_splits
 
 SEEN_COLUMN = "seen"
 Batch = dict[str, Tensor]
@@ -293,13 +293,21 @@ class TrainBatches(IterableDataset):
         # The same permutation on every rank (seeded by epoch), then disjoint shards.
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
         order = torch.randperm(len(self.rows["label"]), generator=generator)
-        sampling = torch.Generator().manual_seed(generator.initial_seed() * 31 + self.rank)
-        for chunk in _even_chunks(order, self.rank, self.world_size, self.positives_per_batch):
+        chunks = _even_chunks(order, self.rank, self.world_size, self.positives_per_batch)
+        if self.negatives:  # the whole epoch's negatives in one vectorised draw: (positives, negatives)
+            sampling = torch.Generator().manual_seed(generator.initial_seed() * 31 + self.rank)
+            owners = self.rows["user"][torch.cat(chunks)].repeat_interleave(self.negatives)
+            negatives = self.sampler.draw(owners, sampling).view(-1, self.negatives)
+        start = 0
+        for chunk in chunks:
             users, items, labels = self.rows["user"][chunk], self.rows["item"][chunk], self.rows["label"][chunk]
             if self.negatives:
-                neg_users, neg_items = self.sampler.sample(users.repeat(self.negatives), sampling)
-                users, items = torch.cat([users, neg_users]), torch.cat([items, neg_items])
-                labels = torch.cat([labels, torch.zeros(len(neg_users))])
+                drawn = negatives[start : start + len(chunk)].flatten()
+                kept = drawn >= 0
+                users = torch.cat([users, users.repeat_interleave(self.negatives)[kept]])
+                items = torch.cat([items, drawn[kept]])
+                labels = torch.cat([labels, torch.zeros(int(kept.sum()))])
+                start += len(chunk)
             yield {"user": users, "item": items, "label": labels}
 
 

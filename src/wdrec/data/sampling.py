@@ -53,14 +53,19 @@ class NegativeSampler:
 
     def sample(self, users: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """One negative item per entry of ``users``; returns (users kept, items)."""
+        items = self.draw(users, generator)
+        keep = items >= 0
+        return users[keep], items[keep]
+
+    def draw(self, users: Tensor, generator: torch.Generator) -> Tensor:
+        """One negative item per entry of ``users``, in place; -1 where none was found."""
         items = self._draw(len(users), generator)
         for _ in range(self.max_rounds):
             clash = self.is_positive(users, items)
             if not clash.any():
-                return users, items
+                return items
             items[clash] = self._draw(int(clash.sum()), generator)
-        keep = ~self.is_positive(users, items)
-        return users[keep], items[keep]
+        return items.masked_fill_(self.is_positive(users, items), -1)
 
     def _draw(self, n: int, generator: torch.Generator) -> Tensor:
         if self.cdf is None:

@@ -113,6 +113,5 @@ def _append(table: SideTensors, row: SideTensors) -> SideTensors:
     for name, bag in table.bags.items():
         extra = row.bags[name]
         width = max(bag.shape[1], extra.shape[1])
-        pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]))  # noqa: E731
-        bags[name] = torch.cat([pad(bag), pad(extra)])
+        bags[name] = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in (bag, extra)])
     return SideTensors(torch.cat([table.categorical, row.categorical]), torch.cat([table.dense, row.dense]), bags)

@@ -7,6 +7,7 @@ tracked in MLflow (``trainer.logger``), and the resolved config is logged into t
 
 from __future__ import annotations
 
+import os
 import warnings
 
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -36,7 +37,9 @@ class WideDeepCLI(LightningCLI):
 
 
 def quiet_known_warnings() -> None:
-    """Warnings that do not apply to wdrec's in-memory, vectorised loaders."""
+    """Warnings that do not apply to wdrec's in-memory, vectorised loaders, and
+    deprecations inside Lightning's own use of jsonargparse that users cannot act on."""
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     for message in (
         r".*does not have many workers.*",
         r".*IterableDataset.*__len__.*",

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from wdrec.data.schema import ITEM_ID, RATING, STRING_LIST, TIMESTAMP, USER_ID, InteractionData
+from wdrec.data.sources import synthetic
 from wdrec.data.sources.base import InteractionSource
 from wdrec.data.sources.synthetic import Synthetic
 
@@ -94,6 +95,22 @@ def test_counts_are_exact_and_pairs_unique(size: dict[str, Any], tmp_path: Path)
     assert per_user.min() >= 3
     assert per_user.max() <= size["n_items"] // 2
     assert log[ITEM_ID].nunique() <= size["n_items"]
+
+
+def test_rejection_and_gumbel_top_k_sample_alike(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Users are filled by rejection rounds or, near saturation, by Gumbel top-k: both are the
+    same successive sampling, so forcing either path gives the same item mix and diversity."""
+
+    def sample(dense_cost: float) -> pd.DataFrame:
+        monkeypatch.setattr(synthetic, "DENSE_COST", dense_cost)
+        data = Synthetic(4_000, 60, 40_000, seed=3).load(tmp_path)
+        return data.interactions.merge(_side_tables(data)[1][[ITEM_ID, "category"]], on=ITEM_ID)
+
+    rejection, dense = sample(0), sample(10**9)  # every user by rejection / by Gumbel top-k
+    item_shares = rejection[ITEM_ID].value_counts(normalize=True), dense[ITEM_ID].value_counts(normalize=True)
+    assert (item_shares[0] - item_shares[1]).abs().sum() / 2 < 0.025  # another seed: ~0.3
+    diversity = [log.groupby(USER_ID)["category"].nunique().mean() for log in (rejection, dense)]
+    assert abs(diversity[0] - diversity[1]) < 0.1  # dense without the item sigmoid: 0.25
 
 
 def test_tables_are_canonical(data: InteractionData) -> None:
@@ -202,11 +219,11 @@ def test_ratings_are_higher_in_the_users_favourite_categories(
         ({"n_users": 10, "n_items": 11, "n_interactions": 51}, "n_interactions=51 must not exceed .* = 50"),
         ({"seed": -1}, "seed must be at least 0, got -1"),
         ({"latent_dim": 0}, "latent_dim must be at least 1, got 0"),
-        ({"popularity_exponent": -0.5}, "popularity_exponent must be a number from 0 to 4.0, got -0.5"),
-        ({"popularity_exponent": 4.5}, "popularity_exponent must be a number from 0 to 4.0, got 4.5"),
+        ({"popularity_exponent": -0.5}, "popularity_exponent must be a number from 0 to 2.0, got -0.5"),
+        ({"popularity_exponent": 2.5}, "popularity_exponent must be a number from 0 to 2.0, got 2.5"),
         (
             {"popularity_exponent": float("nan")},
-            "popularity_exponent must be a number from 0 to 4.0, got nan",
+            "popularity_exponent must be a number from 0 to 2.0, got nan",
         ),
         ({"with_ratings": "yes"}, "with_ratings must be True or False, got 'yes'"),
     ],

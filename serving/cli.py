@@ -1,0 +1,82 @@
+"""``wdrec-serve``: serve a model bundle over HTTP with uvicorn.
+
+    wdrec-serve --model models:/wdrec@champion
+    wdrec-serve --model bundles/<run_id> --port 8080 --workers 2
+
+Flags override the ``WDREC_*`` environment; they are written back to it so that every
+uvicorn worker (``--workers``) builds the app from the same settings. ``models:/`` URIs
+resolve against ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working
+directory, as ``wdrec fit`` tracks. The model is loaded and probed once before uvicorn
+starts, so a missing, corrupted or unknown model stops here with one line, not a trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging.config
+import os
+import sys
+
+from pydantic import ValidationError
+
+from serving.config import DEFAULT_TRACKING_URI, Settings, get_settings
+from serving.logs import log_config
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="wdrec-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="bundle directory, models:/name@alias or models:/name/N (env WDREC_MODEL)")
+    parser.add_argument("--host", help="interface to bind (default 127.0.0.1; env WDREC_HOST)")
+    parser.add_argument("--port", type=int, help="port (default 8000; env WDREC_PORT)")
+    parser.add_argument("--workers", type=int, help="worker processes (default 1; env WDREC_WORKERS)")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="env WDREC_LOG_LEVEL")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    for flag, value in (("MODEL", args.model), ("HOST", args.host), ("PORT", args.port),
+                        ("WORKERS", args.workers), ("LOG_LEVEL", args.log_level)):  # fmt: skip
+        if value is not None:
+            os.environ[f"WDREC_{flag}"] = str(value)
+    if not os.environ.get("MLFLOW_TRACKING_URI"):  # as `wdrec fit`: the store in the working directory
+        os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + os.path.abspath(DEFAULT_TRACKING_URI.removeprefix("sqlite:///"))
+    get_settings.cache_clear()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        problem = error.errors()[0]
+        sys.exit(f"wdrec-serve: WDREC_{str(problem['loc'][0]).upper()}: {problem['msg']}")
+    if not settings.model:
+        sys.exit("wdrec-serve: no model: pass --model <bundle path | models:/wdrec@champion> or set WDREC_MODEL")
+    logging.config.dictConfig(log_config(settings.log_level))
+    check_model(settings)
+
+    import uvicorn
+
+    uvicorn.run(
+        "serving.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=log_config(settings.log_level),
+        access_log=False,
+    )
+
+
+def check_model(settings: Settings) -> None:
+    """Load the model once before starting: a bad one ends the process with one line."""
+    import torch
+
+    from serving.model_store import ModelLoadError, load_model
+
+    torch.set_num_threads(settings.torch_threads)
+    try:
+        load_model(settings.model, settings.fast_path)
+    except ModelLoadError as error:
+        sys.exit(f"wdrec-serve: cannot serve {settings.model}: {error}")
+
+
+if __name__ == "__main__":
+    main()

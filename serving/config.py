@@ -1,0 +1,44 @@
+"""Settings: environment variables with the ``WDREC_`` prefix (``WDREC_MODEL``, ``WDREC_PORT``, ...).
+
+``wdrec-serve`` flags override the environment by writing it, so every uvicorn worker
+builds the same settings from the same place.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # as `wdrec fit` (wdrec.training.tracking), not imported from there
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WDREC_", extra="ignore")
+
+    model: str | None = Field(None, description="bundle directory, models:/name@alias or models:/name/N")
+    host: str = "127.0.0.1"  # loopback unless asked otherwise
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    admin_token: SecretStr | None = None  # WDREC_ADMIN_TOKEN; unset: /admin/* answers 403
+    max_body_bytes: int = Field(1 << 20, ge=1)
+    max_k: int = Field(1000, ge=1)
+    max_ids: int = Field(10_000, ge=1)  # candidates, item_ids, exclude_items
+    poll_seconds: float = Field(0.0, ge=0)  # re-resolve a models:/name@alias URI this often; 0 = never
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    torch_threads: int = Field(1, ge=1)  # 1: on small shared machines more threads only wait on each other
+    score_threads: int = Field(1, ge=1)  # scoring calls running at once (worker threads; see routers/recommendations.py)
+    fast_path: bool = True  # score with the precomputed CatalogueScorer when it matches Scorer.score_user
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory, as training does."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

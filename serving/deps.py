@@ -1,0 +1,72 @@
+"""Dependencies, as ``Annotated`` aliases: the settings, the model store, the current model, admin auth.
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in the thread pool, a thread
+hop per request for what is an attribute read.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import Depends, Header, HTTPException, Request, status
+
+from serving.config import Settings
+from serving.middleware import request_info
+from serving.model_store import LoadedModel, ModelStore
+
+
+async def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_store(request: Request) -> ModelStore:
+    return request.app.state.store
+
+
+async def get_model(request: Request) -> LoadedModel:
+    """The current model, taken once: the request keeps this object even if a reload swaps it."""
+    model = request.app.state.store.current
+    if model is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded")
+    info = request_info(request.scope)
+    if info is not None:
+        info.model_version = model.info.version
+    return model
+
+
+Scoring = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+async def get_scoring(request: Request) -> Scoring:
+    """Runs a scoring call in a worker thread, at most ``score_threads`` at a time (the app's limiter)."""
+    limiter = request.app.state.score_limiter
+
+    async def run(work: Callable[[], Any]) -> Any:
+        return await anyio.to_thread.run_sync(work, limiter=limiter)
+
+    return run
+
+
+async def require_admin(
+    settings: Annotated[Settings, Depends(get_app_settings)],
+    authorization: Annotated[str | None, Header(description="Bearer <WDREC_ADMIN_TOKEN>")] = None,
+) -> None:
+    if settings.admin_token is None or not settings.admin_token.get_secret_value():
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin endpoints are disabled: the server has no WDREC_ADMIN_TOKEN")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "Authorization: Bearer <token> required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if not hmac.compare_digest(token.strip().encode(), settings.admin_token.get_secret_value().encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "wrong admin token")
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+StoreDep = Annotated[ModelStore, Depends(get_store)]
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+ScoringDep = Annotated[Scoring, Depends(get_scoring)]
+AdminDep = Depends(require_admin)

@@ -1,0 +1,87 @@
+"""The app factory: ``create_app()`` builds the FastAPI app; the model loads in ``lifespan``.
+
+``uvicorn serving.main:create_app --factory`` (what ``wdrec-serve`` runs) calls it with no
+arguments in each worker, so everything comes from the settings (``WDREC_*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+import torch
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from serving import errors
+from serving.config import Settings, get_settings
+from serving.metrics import Metrics
+from serving.middleware import BodyGuard, RequestContext
+from serving.model_store import ModelLoadError, ModelStore
+from serving.routers import admin, health, metrics, model, recommendations
+
+log = logging.getLogger("wdrec.serving")
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    store: ModelStore = app.state.store
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.torch_threads)
+    app.state.score_limiter = anyio.CapacityLimiter(settings.score_threads)
+    poller = None
+    try:
+        if store.uri:
+            await run_in_threadpool(store.load)  # ModelLoadError: startup fails, naming the file
+        else:
+            log.warning("no model configured (WDREC_MODEL): not ready until POST /admin/reload loads one")
+        if settings.poll_seconds > 0 and store.uri and store.uri.startswith("models:/") and "@" in store.uri:
+            poller = asyncio.create_task(_poll(store, settings.poll_seconds))
+        yield
+    finally:
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        torch.set_num_threads(threads)
+
+
+async def _poll(store: ModelStore, seconds: float) -> None:
+    """Reload when the registry alias (models:/name@alias) moves to another version."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            version = await run_in_threadpool(store.registry_version)
+            current = store.current
+            if version is not None and (current is None or current.info.version != version):
+                await run_in_threadpool(store.load)
+        except ModelLoadError as error:
+            log.error("alias poll: reload failed, old model kept", extra={"reason": str(error)})
+        except Exception as error:  # the registry may be briefly unreachable: try again next time
+            log.warning("alias poll failed", extra={"reason": f"{type(error).__name__}: {error}"})
+
+
+def create_app(model_uri: str | None = None, settings: Settings | None = None) -> FastAPI:
+    """The service for ``model_uri`` (a bundle path or models:/ URI; default ``settings.model``)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="wdrec",
+        summary="Wide&Deep recommendations over HTTP",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = ModelStore(model_uri or settings.model, fast_path=settings.fast_path)
+    app.state.metrics = Metrics(app.state.store)
+    routers = (health.router, model.router, recommendations.router, admin.router, metrics.router)
+    for router in routers:
+        app.include_router(router)
+    errors.install(app)
+    paths = {route.path for router in routers for route in router.routes}  # metric labels: known paths only
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=app.state.metrics, routes=paths)  # outermost: sees every response
+    return app

@@ -1,0 +1,224 @@
+"""The model being served, and hot reload without dropping a request.
+
+A :class:`LoadedModel` is immutable once built: the bundle, its :class:`Scorer`, the
+catalogue arrays and the precomputed :class:`CatalogueScorer`. :class:`ModelStore` holds
+the current one. A reload builds the new model *beside* the old one, probes it (a known
+user against a few items: finite scores, probabilities within [0, 1]), and only then
+swaps the reference, which is one atomic assignment. Each request takes
+``store.current`` once, at its start, and keeps that object to the end, so requests in
+flight finish on the model they began with. A failed load leaves the old model in
+place and reports why. A lock keeps two reloads from interleaving.
+
+Loading reads files, may download from MLflow and runs the network: callers run it in a
+worker thread (``anyio.to_thread``), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from serving.config import tracking_uri
+from serving.recommender import Catalogue
+from serving.scoring import CatalogueScorer, Unsupported
+from wdrec.data.features import SideTensors
+from wdrec.export.bundle import BundleError, read_bundle
+from wdrec.export.registry import resolve_bundle
+from wdrec.export.scorer import Scorer
+
+log = logging.getLogger("wdrec.serving")
+PROBE_ITEMS = 8
+FAST_PATH_TOLERANCE = 1e-5  # the served score must equal the offline score to this
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be served; the message names the URI or file and the reason."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str | None
+    run_id: str | None
+    source: str  # the URI it was loaded from
+    task: str
+    num_users: int
+    num_items: int
+    metrics: dict[str, float | None]
+    features: list[dict[str, Any]]
+    crosses: list[list[str]]
+    cold_start_features: list[str]  # user columns a cold-start request may send in user_features
+    loaded_at: str
+    fast_path: bool
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    info: ModelInfo
+    scorer: Scorer
+    catalogue: Catalogue
+    blank_user: SideTensors  # a user with no known feature
+    fast: CatalogueScorer | None = field(default=None, repr=False)
+    user_row: dict[str, int] = field(default_factory=dict, repr=False)  # user id -> row of scorer.users
+
+    def score(self, user: SideTensors, rows: Tensor | None = None) -> Tensor:
+        """One user's scores for the catalogue (``rows=None``) or the given catalogue rows."""
+        if self.fast is not None:
+            return self.fast.score(user, rows)
+        return self.scorer.score_user(user, rows)
+
+
+def load_model(uri: str, fast_path: bool = True) -> LoadedModel:
+    """Resolve, read, verify and probe a bundle; raises :class:`ModelLoadError` with the reason."""
+    try:
+        directory, registry = _resolve(uri)
+        bundle = read_bundle(directory)
+    except BundleError as error:
+        raise ModelLoadError(str(error)) from None
+    try:
+        scorer = Scorer(bundle)
+        catalogue = Catalogue(bundle.items)
+        blank = scorer.users.take(torch.tensor([scorer.unknown_row]))
+        fast = _fast_scorer(scorer, blank) if fast_path else None
+        _probe(scorer, fast, blank)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # anything else a bad bundle can throw: refuse it, say why
+        raise ModelLoadError(f"{directory}: cannot serve this bundle: {type(error).__name__}: {error}") from None
+    metadata = bundle.metadata
+    spec = bundle.spec
+    info = ModelInfo(
+        name=registry.get("name") or metadata.get("registered_model") or Path(directory).name,
+        version=registry.get("version") or _text(metadata.get("version")),
+        run_id=registry.get("run_id") or _text(metadata.get("run_id")),
+        source=uri,
+        task=bundle.task,
+        num_users=len(bundle.users),
+        num_items=len(bundle.items),
+        metrics={k: _finite(v) for k, v in (metadata.get("metrics") or {}).items()},
+        features=[{"name": f.name, "side": f.side, "kind": f.kind, "column": f.column} for f in spec.fields],
+        crosses=[list(c.fields) for c in spec.crosses],
+        cold_start_features=[f.column for f in spec.side_fields("user") if f.column != "user_id"],
+        loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        fast_path=fast is not None,
+    )
+    user_row = {user: row for row, user in enumerate(scorer.user_index.tolist())}
+    return LoadedModel(info, scorer, catalogue, blank, fast, user_row)
+
+
+def _resolve(uri: str) -> tuple[Path, dict[str, str]]:
+    if not uri.startswith("models:/"):
+        return resolve_bundle(uri)
+    from mlflow import MlflowClient  # imported here: a bundle path never needs MLflow
+
+    try:
+        return resolve_bundle(uri, MlflowClient(tracking_uri=tracking_uri()))
+    except Exception as error:  # MlflowException and friends: unknown name, alias or version
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{uri}: not found in the MLflow registry at {tracking_uri()}: {reason}") from None
+
+
+def _fast_scorer(scorer: Scorer, blank: SideTensors) -> CatalogueScorer | None:
+    """The precomputed scorer when it reproduces ``Scorer.score_user``; else None (the slow, exact path)."""
+    try:
+        fast = CatalogueScorer(scorer)
+    except Unsupported as why:
+        log.info("scoring with Scorer.score_user: the fast path does not cover %s", why)
+        return None
+    users = [blank]
+    if len(scorer.user_index):
+        longest = int(torch.tensor([len(h) for h in scorer.bundle.users["seen"].head(64)]).argmax())
+        users.append(scorer.users.take(torch.tensor([longest])))
+    difference = fast.verify(scorer, users)
+    if not difference <= FAST_PATH_TOLERANCE:
+        log.warning("fast path differs from Scorer.score_user by %.3g; scoring with Scorer.score_user", difference)
+        return None
+    return fast
+
+
+def _probe(scorer: Scorer, fast: CatalogueScorer | None, blank: SideTensors) -> None:
+    """Score one known user (or the blank user) against a few items: finite, and in [0, 1] for binary."""
+    if not len(scorer.item_ids):
+        raise ModelLoadError(f"{scorer.bundle.metadata.get('run_id', 'bundle')}: the catalogue is empty")
+    user = scorer.users.take(torch.tensor([0])) if len(scorer.user_index) else blank
+    rows = torch.arange(min(PROBE_ITEMS, len(scorer.item_ids)))
+    scores = (fast.score(user, rows) if fast is not None else scorer.score_user(user, rows)).float()
+    if not bool(torch.isfinite(scores).all()):
+        raise ModelLoadError("probe request failed: the model returns non-finite scores")
+    if scorer.task == "binary" and not bool(((scores >= 0) & (scores <= 1)).all()):
+        raise ModelLoadError("probe request failed: a binary model returned scores outside [0, 1]")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class ModelStore:
+    """The current :class:`LoadedModel`, swapped atomically by :meth:`load`.
+
+    Args:
+        uri: what to load at start and on a reload that names no model.
+        fast_path: allow the precomputed :class:`CatalogueScorer` (verified at each load).
+    """
+
+    def __init__(self, uri: str | None, fast_path: bool = True) -> None:
+        self.uri = uri
+        self.fast_path = fast_path
+        self.current: LoadedModel | None = None
+        self.reloads = 0  # successful loads after the first
+        self.failures = 0  # failed loads, the first included
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+
+    def load(self, uri: str | None = None) -> tuple[LoadedModel | None, LoadedModel]:
+        """Load ``uri`` (default: the store's), probe it and make it current; returns (old, new).
+
+        Blocking: call it from a worker thread. On failure the current model stays.
+        """
+        uri = uri or self.uri
+        if not uri:
+            raise ModelLoadError("no model to load: give a bundle path or a models:/ URI")
+        with self._lock:
+            old = self.current
+            try:
+                new = load_model(uri, self.fast_path)
+            except ModelLoadError as error:
+                self.failures += 1
+                self.last_error = str(error)
+                raise
+            self.current = new  # the swap: requests that already hold `old` keep it
+            if old is not None:
+                self.reloads += 1
+            self.last_error = None
+        log.info(
+            "model loaded",
+            extra={"event": "model_loaded", "model": new.info.name, "model_version": new.info.version,
+                   "source": uri, "previous_version": None if old is None else old.info.version,
+                   "fast_path": new.info.fast_path},
+        )  # fmt: skip
+        return old, new
+
+    def registry_version(self) -> str | None:
+        """The version a ``models:/name@alias`` URI points at now (for polling); None otherwise."""
+        if not self.uri or not self.uri.startswith("models:/") or "@" not in self.uri:
+            return None
+        from mlflow import MlflowClient
+
+        name, _, alias = self.uri.removeprefix("models:/").partition("@")
+        return str(MlflowClient(tracking_uri=tracking_uri()).get_model_version_by_alias(name, alias).version)

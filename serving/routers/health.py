@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from serving.deps import StoreDep
+from serving.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process is up (whether or not a model is loaded)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health, "description": "no model loaded"}})
+async def readyz(store: StoreDep) -> Health | JSONResponse:
+    """200 once a model is loaded and probed, else 503."""
+    model = store.current
+    if model is None:
+        return JSONResponse(status_code=503, content={"status": "loading", "detail": "no model loaded"})
+    return Health(status="ready", model_version=model.info.version)

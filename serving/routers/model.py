@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter
+
+from serving.deps import ModelDep
+from serving.schemas import ModelResponse
+
+router = APIRouter(prefix="/v1", tags=["model"])
+
+
+@router.get("/model", response_model=ModelResponse)
+async def model_info(model: ModelDep) -> ModelResponse:
+    """What is being served: registered name and version, run, metrics, catalogue size, features, task."""
+    return ModelResponse(**asdict(model.info))

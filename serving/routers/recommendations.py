@@ -1,0 +1,69 @@
+"""``POST /v1/recommend`` and ``POST /v1/score``.
+
+Handlers are ``async``; the scoring (a few ms of torch) runs in a worker thread through a
+limiter of ``score_threads`` (default 1), so the event loop keeps answering health checks
+and parsing the next requests meanwhile. Measured on the 2-core machine with 16 clients:
+the default 40-thread pool gave the same throughput as one thread with a tail 4x worse
+(p99 860 ms vs 205 ms): threads only fight over the GIL and the cores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter
+
+from serving import recommender
+from serving.deps import ModelDep, ScoringDep, SettingsDep
+from serving.recommender import RequestError
+from serving.schemas import RecommendRequest, RecommendResponse, ScoreRequest, ScoreResponse
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+BAD_INPUT = {
+    413: {"description": "body larger than max_body_bytes"},
+    415: {"description": "body not sent as Content-Type: application/json"},
+    422: {"description": "invalid field (the detail names it), unknown item ids"},
+    503: {"description": "no model loaded"},
+}
+
+
+def _check_ids(field: str, ids: list[str] | None, limit: int) -> None:
+    if ids is not None and len(ids) > limit:
+        raise RequestError(field, f"at most {limit} ids per request, got {len(ids)}")
+
+
+@router.post("/recommend", response_model=RecommendResponse, responses=BAD_INPUT)
+async def recommend(body: RecommendRequest, model: ModelDep, settings: SettingsDep, scoring: ScoringDep) -> dict[str, Any]:
+    """Top-K items for a user, best first, with the catalogue's display fields.
+
+    Unknown users are cold starts: scored from ``user_features`` when given, else as a user
+    with no known feature (``cold_start: true``).
+    """
+    if body.k > settings.max_k:
+        raise RequestError("k", f"must be at most {settings.max_k}, got {body.k}")
+    _check_ids("candidates", body.candidates, settings.max_ids)
+    _check_ids("exclude_items", body.exclude_items, settings.max_ids)
+    result = await scoring(
+        partial(
+            recommender.recommend,
+            model,
+            body.user_id,
+            body.k,
+            exclude_seen=body.exclude_seen,
+            candidates=body.candidates,
+            user_features=body.user_features,
+            exclude_items=body.exclude_items,
+            filters=body.filters,
+        )
+    )
+    return asdict(result)  # validated once, against the response model
+
+
+@router.post("/score", response_model=ScoreResponse, responses=BAD_INPUT)
+async def score(body: ScoreRequest, model: ModelDep, settings: SettingsDep, scoring: ScoringDep) -> dict[str, Any]:
+    """Scores for (user, item) pairs in request order: probabilities in [0, 1] (ratings for a regression model)."""
+    _check_ids("item_ids", body.item_ids, settings.max_ids)
+    scores, cold_start = await scoring(partial(recommender.score, model, body.user_id, body.item_ids, body.user_features))
+    return {"scores": scores, "model_version": model.info.version, "cold_start": cold_start}

@@ -1,0 +1,92 @@
+"""Serving fixtures: the real bundle of ``trained_run``, copies of it, and apps serving them.
+
+Apps run inside ``with TestClient(app) as client:`` so that the lifespan loads the model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from serving.config import Settings
+from serving.main import create_app
+from wdrec.export.bundle import WEIGHTS
+
+with warnings.catch_warnings():  # starlette's TestClient warns about httpx at import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient
+
+ADMIN_TOKEN = "test-admin-token"
+LIMITS = {"max_k": 100, "max_ids": 50, "max_body_bytes": 16_384}
+
+
+def _settings(**overrides: object) -> Settings:
+    """Settings for tests: small limits (so each can be crossed), an admin token."""
+    return Settings(**{"admin_token": ADMIN_TOKEN, **LIMITS, **overrides})
+
+
+def _copy_bundle(source: Path, target: Path, version: str | None = None) -> Path:
+    """A copy of a bundle; ``version`` rewrites the registered version in its metadata
+    (metadata.json is not among the checksummed files, so the copy still reads)."""
+    shutil.copytree(source, target)
+    if version is not None:
+        path = target / "metadata.json"
+        metadata = json.loads(path.read_text())
+        metadata["version"] = version
+        path.write_text(json.dumps(metadata))
+    return target
+
+
+def _corrupt(bundle: Path) -> Path:
+    """Flip bytes inside the weights: the checksum no longer matches."""
+    with open(bundle / WEIGHTS, "r+b") as handle:
+        handle.seek(200)
+        data = handle.read(8)
+        handle.seek(200)
+        handle.write(bytes(b ^ 0xFF for b in data))
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def make_settings() -> Callable[..., Settings]:
+    return _settings
+
+
+@pytest.fixture(scope="session")
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def bundle(trained_run) -> Path:  # noqa: ANN001
+    return trained_run.bundle
+
+
+@pytest.fixture(scope="session")
+def bundle_v2(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model, registered (by its metadata) as version 2."""
+    return _copy_bundle(bundle, tmp_path_factory.mktemp("v2") / "bundle", version="2")
+
+
+@pytest.fixture(scope="session")
+def corrupted_bundle(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _corrupt(_copy_bundle(bundle, tmp_path_factory.mktemp("corrupted") / "bundle"))
+
+
+@pytest.fixture(scope="module")
+def client(bundle: Path) -> Iterator[TestClient]:
+    """One app per test module, serving the trained bundle (tests here must not reload it)."""
+    with TestClient(create_app(str(bundle), _settings())) as client:
+        yield client
+
+
+@pytest.fixture
+def fresh_client(bundle: Path) -> Iterator[TestClient]:
+    """An app of the test's own, for tests that reload or otherwise change the served model."""
+    with TestClient(create_app(str(bundle), _settings())) as client:
+        yield client
