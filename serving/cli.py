@@ -24,7 +24,7 @@ from serving.logs import log_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="wdrec-serve", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="wdrec-serve", description="Serve a wdrec model bundle over HTTP (FastAPI + uvicorn).")
     parser.add_argument("--model", help="bundle directory, models:/name@alias or models:/name/N (env WDREC_MODEL)")
     parser.add_argument("--host", help="interface to bind (default 127.0.0.1; env WDREC_HOST)")
     parser.add_argument("--port", type=int, help="port (default 8000; env WDREC_PORT)")

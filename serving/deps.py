@@ -1,7 +1,9 @@
 """Dependencies, as ``Annotated`` aliases: the settings, the model store, the current model, admin auth.
 
 All are ``async def``: FastAPI runs a plain ``def`` dependency in the thread pool, a thread
-hop per request for what is an attribute read.
+hop per request for what is an attribute read. For the same reason the settings are read
+from ``app.state`` (``create_app`` puts there the ones it was given, else the cached
+``get_settings()``), so a test passes its own to ``create_app``.
 """
 
 from __future__ import annotations

@@ -51,18 +51,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _poll(store: ModelStore, seconds: float) -> None:
-    """Reload when the registry alias (models:/name@alias) moves to another version."""
+    """Reload when the registry alias (models:/name@alias) moves to another version.
+
+    A version that failed to load is not retried until the alias moves again.
+    """
+    failed = None
     while True:
         await asyncio.sleep(seconds)
         try:
             version = await run_in_threadpool(store.registry_version)
             current = store.current
-            if version is not None and (current is None or current.info.version != version):
+            if version is not None and version != failed and (current is None or current.info.version != version):
+                failed = version
                 await run_in_threadpool(store.load)
+                failed = None
         except ModelLoadError as error:
-            log.error("alias poll: reload failed, old model kept", extra={"reason": str(error)})
+            log.error("alias poll: version %s failed to load, old model kept: %s", failed, error)
         except Exception as error:  # the registry may be briefly unreachable: try again next time
-            log.warning("alias poll failed", extra={"reason": f"{type(error).__name__}: {error}"})
+            log.warning("alias poll failed: %s: %s", type(error).__name__, error)
 
 
 def create_app(model_uri: str | None = None, settings: Settings | None = None) -> FastAPI:

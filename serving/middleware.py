@@ -125,6 +125,11 @@ class BodyGuard:
         if body and not _is_json(headers.get(b"content-type", b"")):
             await send_json(send, 415, {"detail": "send the body as JSON with the header 'Content-Type: application/json'", "field": "Content-Type"})
             return
+        try:
+            body.decode("utf-8")  # RFC 8259: JSON between systems is UTF-8; FastAPI's own answer would be a bare 400
+        except UnicodeDecodeError as error:
+            await send_json(send, 400, {"detail": f"body: not UTF-8 text (byte {error.start})", "field": "body"})
+            return
         replayed = False
 
         async def replay() -> Message:

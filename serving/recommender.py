@@ -198,15 +198,13 @@ def _cold_start(model: LoadedModel, features: Mapping[str, Any]) -> SideTensors:
 
 def _history_rows(model: LoadedModel, features: Mapping[str, Any]) -> Tensor:
     """Catalogue rows of a cold-start user's given history (they count as seen)."""
-    spec = model.scorer.spec
-    rows: list[int] = []
-    for fld in spec.bag_fields("user"):
-        if fld.kind == "history" and features.get(fld.column):
-            value = features[fld.column]
+    rows: set[int] = set()
+    for fld in model.scorer.spec.bag_fields("user"):
+        value = features.get(fld.column)
+        if fld.kind == "history" and value:
             ids = [_text(v) for v in (value if isinstance(value, list) else [value])]
-            found = model.scorer.item_index.get_indexer(ids)
-            rows.extend(int(r) for r in found if r >= 0)
-    return torch.tensor(sorted(set(rows)), dtype=torch.long)
+            rows.update(model.catalogue.row_of[i] for i in ids if i in model.catalogue.row_of)
+    return torch.tensor(sorted(rows), dtype=torch.long)
 
 
 # -------------------------------------------------------------------- requests
@@ -237,8 +235,9 @@ def recommend(
     user, row, seen = user_side(model, user_id, user_features)
     scores = model.score(user, rows)  # (N,) or (len(rows),)
 
-    blocked = torch.zeros(model.catalogue.size, dtype=torch.bool) if (exclude_seen and len(seen)) or excluded is not None else None
-    if blocked is not None:
+    blocked = None  # catalogue rows that may not be returned
+    if (exclude_seen and len(seen)) or excluded is not None:
+        blocked = torch.zeros(model.catalogue.size, dtype=torch.bool)
         if exclude_seen:
             blocked[seen] = True
         if excluded is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import DEFAULT_CONFIG
 
 from wdrec.data.features import Cross, Field
 from wdrec.data.schema import InteractionData
@@ -20,8 +21,6 @@ from wdrec.data.sources.base import default_data_dir
 from wdrec.data.sources.movielens import MovieLens
 
 FeatureDeclarations = tuple[list[Field], list[Cross]]
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "movielens100k.yaml"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from serving.deps import StoreDep
+from serving.middleware import request_info
 from serving.schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -16,9 +17,12 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health, "description": "no model loaded"}})
-async def readyz(store: StoreDep) -> Health | JSONResponse:
+async def readyz(request: Request, store: StoreDep) -> Health | JSONResponse:
     """200 once a model is loaded and probed, else 503."""
     model = store.current
     if model is None:
         return JSONResponse(status_code=503, content={"status": "loading", "detail": "no model loaded"})
+    info = request_info(request.scope)
+    if info is not None:
+        info.model_version = model.info.version
     return Health(status="ready", model_version=model.info.version)

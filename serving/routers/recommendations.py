@@ -2,9 +2,10 @@
 
 Handlers are ``async``; the scoring (a few ms of torch) runs in a worker thread through a
 limiter of ``score_threads`` (default 1), so the event loop keeps answering health checks
-and parsing the next requests meanwhile. Measured on the 2-core machine with 16 clients:
-the default 40-thread pool gave the same throughput as one thread with a tail 4x worse
-(p99 860 ms vs 205 ms): threads only fight over the GIL and the cores.
+and parsing the next requests meanwhile. Measured on the shared 2-core machine (busy with
+other work) with 16 concurrent clients: the default 40-thread pool gave no more throughput
+than one thread (~100 req/s) and a tail 4x worse (p99 860 ms vs 205 ms); scoring inline on
+the event loop matched one thread but stalls /healthz while it runs.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ Apps run inside ``with TestClient(app) as client:`` so that the lifespan loads t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -15,7 +16,8 @@ import pytest
 
 from serving.config import Settings
 from serving.main import create_app
-from wdrec.export.bundle import WEIGHTS
+from wdrec.export.bundle import WEIGHTS, read_bundle, write_bundle
+from wdrec.model.widedeep import WideDeep
 
 with warnings.catch_warnings():  # starlette's TestClient warns about httpx at import
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -76,6 +78,16 @@ def bundle_v2(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def corrupted_bundle(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _corrupt(_copy_bundle(bundle, tmp_path_factory.mktemp("corrupted") / "bundle"))
+
+
+@pytest.fixture(scope="session")
+def regression_bundle(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained network's weights under a regression head: scores are raw predictions, not probabilities."""
+    trained = read_bundle(bundle)
+    net = WideDeep(dataclasses.replace(trained.net.config, task="regression"))
+    net.load_state_dict(trained.net.state_dict())
+    metadata = {"registered_model": "wdrec-rating", "version": "7", "run_id": trained.metadata.get("run_id")}
+    return write_bundle(tmp_path_factory.mktemp("regression") / "bundle", net.eval(), trained.spec, trained.users, trained.items, metadata)
 
 
 @pytest.fixture(scope="module")

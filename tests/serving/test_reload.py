@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+import time
 from collections import Counter
 
 import pytest
-from fastapi.testclient import TestClient  # conftest imported it first, silencing its warning
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient  # conftest imported it first, silencing its warning
 
 from serving.main import create_app
 from serving.model_store import ModelLoadError
@@ -130,3 +133,22 @@ def test_reload_under_concurrent_requests_drops_nothing(fresh_client, bundle, bu
     assert sum(statuses.values()) >= 8 and set(versions) <= {"1", "2"}
     assert fresh_client.get("/v1/model").json()["version"] == "1"
     assert metric(fresh_client.get("/metrics").text, "wdrec_model_reloads_total") == 4.0
+
+
+def test_alias_polling_follows_the_champion(trained_run, make_settings, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """With poll_seconds, moving the alias in the registry swaps the served model (a copy of the registry)."""
+    store = tmp_path / "mlflow.db"
+    shutil.copy(trained_run.tracking_uri.removeprefix("sqlite:///"), store)
+    uri = f"sqlite:///{store}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with TestClient(create_app("models:/wdrec@champion", make_settings(poll_seconds=0.2))) as client:
+        assert client.get("/v1/model").json()["version"] == "1"
+        registry = MlflowClient(tracking_uri=uri)
+        first = registry.get_model_version("wdrec", "1")
+        second = registry.create_model_version("wdrec", first.source, run_id=first.run_id)
+        registry.set_registered_model_alias("wdrec", "champion", second.version)
+        deadline = time.monotonic() + 15
+        while client.get("/v1/model").json()["version"] != str(second.version):
+            assert time.monotonic() < deadline, "the poller did not pick up the new champion"
+            time.sleep(0.1)
+        assert client.post("/v1/recommend", json={"user_id": "1", "k": 1}).status_code == 200

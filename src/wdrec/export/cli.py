@@ -8,6 +8,7 @@ the user and item tables) and checked against the checkpoint's FeatureSpec.
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         bundle = export_checkpoint(args.checkpoint, args.output, args.config)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
         sys.exit(f"wdrec-export: {error}")
     print(f"wrote bundle {bundle}")
 

@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 
 from wdrec.export.bundle import read_bundle
 from wdrec.export.scorer import Scorer
@@ -103,5 +103,10 @@ def resolve_bundle(model_uri: str, client: MlflowClient | None = None) -> tuple[
     reference = model_uri.removeprefix("models:/")
     name, _, rest = reference.partition("@") if "@" in reference else reference.partition("/")
     version = client.get_model_version_by_alias(name, rest) if "@" in reference else client.get_model_version(name, rest)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version.version}"))
-    return local / "artifacts" / "bundle", {"name": name, "version": str(version.version), "run_id": version.run_id or ""}
+    # The version's storage location, from the client's own registry (a models:/ artifact URI would be
+    # looked up in the process-wide registry instead).
+    location = client.get_model_version_download_uri(name, version.version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, tracking_uri=client.tracking_uri))
+    # MLflow stores the `bundle` artifact under the bundle directory's own name (the run id): ask MLmodel where.
+    bundle = Model.load(local / "MLmodel").flavors["python_function"]["artifacts"]["bundle"]["path"]
+    return local / bundle, {"name": name, "version": str(version.version), "run_id": version.run_id or ""}

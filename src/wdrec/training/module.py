@@ -100,6 +100,15 @@ class WideDeepModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["model_config"] = self.model_config  # rebuild with WideDeep(WideDeepConfig(**...))
+        # Dropout draws from torch's global generators (the data path has its own, seeded by
+        # epoch): a resumed run must continue their streams to match an uninterrupted one.
+        checkpoint["torch_rng"] = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng"]["cpu"])
+            if torch.cuda.is_available() and checkpoint["torch_rng"]["cuda"]:
+                torch.cuda.set_rng_state_all(checkpoint["torch_rng"]["cuda"])
 
     # ------------------------------------------------------------------ loss
     def _loss(self, output: Tensor, label: Tensor) -> Tensor:

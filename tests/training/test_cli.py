@@ -1,0 +1,72 @@
+"""``wdrec fit|validate|test|predict`` through the Lightning CLI, for real, on MovieLens-100k."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from paths import CONFIGS, DEFAULT_CONFIG
+
+from wdrec.cli import run
+
+FAST_DEV_RUN = CONFIGS / "debug" / "fdr.yaml"
+# Short and cheap: rank only 100 users per evaluation.
+SMALL = ["--data.ranking_max_users=100", "--trainer.enable_progress_bar=false"]
+
+
+def test_print_config_shows_the_resolved_job(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", "--config", str(DEFAULT_CONFIG), "--print_config"])
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["source"]["class_path"] == "wdrec.data.sources.movielens.MovieLens"
+    assert config["model"]["wide_optimizer"]["class_path"] == "wdrec.training.ftrl.FTRL"
+    assert config["checkpoint"]["monitor"] == "val_ndcg_10"
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_one_batch_fits_in_every_precision(precision: str, tmp_path: Path) -> None:
+    with contextlib.chdir(tmp_path):
+        cli = run(["fit", "--config", str(DEFAULT_CONFIG), "--config", str(FAST_DEV_RUN),
+                   f"--trainer.precision={precision}", *SMALL])  # fmt: skip
+    assert cli.trainer.state.finished
+    assert torch.isfinite(cli.trainer.callback_metrics["train_loss"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine; the GPU path runs on GPU hosts")
+def test_one_batch_fits_on_cuda(tmp_path: Path) -> None:
+    with contextlib.chdir(tmp_path):
+        cli = run(["fit", "--config", str(DEFAULT_CONFIG), "--config", str(FAST_DEV_RUN),
+                   "--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.precision=bf16-mixed", *SMALL])  # fmt: skip
+    assert cli.trainer.state.finished
+    assert next(cli.model.parameters()).device.type == "cuda"
+
+
+def test_resuming_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    common = ["--config", str(DEFAULT_CONFIG), "--trainer.limit_train_batches=8", "--trainer.limit_val_batches=2",
+              "--registry.enabled=false", *SMALL]  # fmt: skip
+    with contextlib.chdir(tmp_path / "."):
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+    with contextlib.chdir(tmp_path / "a"):
+        straight = run(["fit", *common, "--trainer.max_epochs=2"])
+    with contextlib.chdir(tmp_path / "b"):
+        run(["fit", *common, "--trainer.max_epochs=1"])
+        resumed = run(["fit", *common, "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert resumed.trainer.current_epoch == straight.trainer.current_epoch == 2
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=lambda m, n=name: f"{n}: {m}")
+    for key in ("val_loss", "val_auc", "val_ndcg_10"):
+        assert float(straight.trainer.callback_metrics[key]) == pytest.approx(float(resumed.trainer.callback_metrics[key]), abs=1e-6)
+
+
+def test_validate_and_test_subcommands_report_the_contract_metrics(trained_run, tmp_path: Path) -> None:
+    checkpoint = trained_run.checkpoint_dir / "last.ckpt"
+    with contextlib.chdir(tmp_path):
+        cli = run(["test", "--config", str(DEFAULT_CONFIG), f"--ckpt_path={checkpoint}", *SMALL])
+    metrics = cli.trainer.callback_metrics
+    for name in ("test_loss", "test_auc", "test_logloss", "test_hr_10", "test_ndcg_10", "test_recall_10"):
+        assert name in metrics and torch.isfinite(metrics[name]), name
