@@ -162,6 +162,21 @@ class ReloadResponse(BaseModel):
     loaded_at: str
 
 
+class Problem(BaseModel):
+    field: str = Field(description="the field at fault, dotted (e.g. candidates.3), or body")
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx body: ``detail`` is a message, or one problem per invalid field (422); ``field`` names the field."""
+
+    model_config = ConfigDict(extra="allow")  # e.g. unknown_ids for unknown item ids
+
+    detail: str | list[Problem]
+    field: str | None = None
+
+
 class Health(BaseModel):
     status: str
     model_version: str | None = None

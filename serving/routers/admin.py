@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.deps import AdminDep, StoreDep
 from serving.model_store import ModelLoadError
-from serving.schemas import ReloadRequest, ReloadResponse
+from serving.schemas import ErrorResponse, ReloadRequest, ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
@@ -18,9 +18,13 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
     "/reload",
     response_model=ReloadResponse,
     responses={
-        401: {"description": "no bearer token"},
-        403: {"description": "wrong token, or admin disabled (no WDREC_ADMIN_TOKEN)"},
-        409: {"description": "the new model failed to load or probe; the old one is still served"},
+        400: {"model": ErrorResponse, "description": "body is not UTF-8 text"},
+        401: {"model": ErrorResponse, "description": "no bearer token"},
+        403: {"model": ErrorResponse, "description": "wrong token, or admin disabled (no WDREC_ADMIN_TOKEN)"},
+        409: {"model": ErrorResponse, "description": "the new model failed to load or probe; the old one is still served"},
+        413: {"model": ErrorResponse, "description": "body larger than max_body_bytes"},
+        415: {"model": ErrorResponse, "description": "body not sent as Content-Type: application/json"},
+        422: {"model": ErrorResponse, "description": "invalid field (the detail names it)"},
     },
 )
 async def reload(store: StoreDep, body: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:

@@ -19,14 +19,15 @@ from fastapi import APIRouter
 from serving import recommender
 from serving.deps import ModelDep, ScoringDep, SettingsDep
 from serving.recommender import RequestError
-from serving.schemas import RecommendRequest, RecommendResponse, ScoreRequest, ScoreResponse
+from serving.schemas import ErrorResponse, RecommendRequest, RecommendResponse, ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-BAD_INPUT = {
-    413: {"description": "body larger than max_body_bytes"},
-    415: {"description": "body not sent as Content-Type: application/json"},
-    422: {"description": "invalid field (the detail names it), unknown item ids"},
-    503: {"description": "no model loaded"},
+BAD_INPUT: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "body is not UTF-8 text"},
+    413: {"model": ErrorResponse, "description": "body larger than max_body_bytes"},
+    415: {"model": ErrorResponse, "description": "body not sent as Content-Type: application/json"},
+    422: {"model": ErrorResponse, "description": "invalid field (the detail names it), unknown item ids"},
+    503: {"model": ErrorResponse, "description": "no model loaded"},
 }
 
 

@@ -3,14 +3,26 @@ every stage together, so that ``training`` never imports ``export``)."""
 
 from __future__ import annotations
 
+import sys
+
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser
 
 from wdrec.data.datamodule import InteractionDataModule
+from wdrec.data.schema import DataError
+from wdrec.data.sources.base import SourceUnavailable
 from wdrec.export.callback import RegisterModel
 from wdrec.training.cli import WideDeepCLI, quiet_known_warnings
 from wdrec.training.module import WideDeepModule
-from wdrec.training.tracking import LogConfigToMLflow, MLflowTracking
+from wdrec.training.tracking import LogConfigToMLflow, MLflowTracking, TrackingUnavailable
+
+
+class ConfigError(ValueError):
+    """A config value the objects it configures refuse (raised while building them)."""
+
+
+# Problems with the user's input or environment: `wdrec` reports them in one line, not a traceback.
+USER_ERRORS = (DataError, SourceUnavailable, TrackingUnavailable, ConfigError)
 
 
 class WdrecCLI(WideDeepCLI):
@@ -18,9 +30,52 @@ class WdrecCLI(WideDeepCLI):
         super().add_arguments_to_parser(parser)
         parser.add_lightning_class_args(RegisterModel, "registry")
 
+    def instantiate_classes(self) -> None:
+        """Build data, model and trainer; a ValueError while doing so is a bad config value."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            if user_error(error) is not None:
+                raise
+            raise ConfigError(str(_innermost(error, ValueError))) from error
+
 
 def main(args: list[str] | None = None) -> None:
-    run(args)
+    """``wdrec``: bad data, an unreachable data source or tracking store, or a config value
+    that is refused end the command with one line ``wdrec: <message>`` and exit status 2."""
+    try:
+        run(args)
+    except Exception as error:
+        problem = user_error(error)
+        if problem is None:
+            raise
+        print(f"wdrec: {' '.join(str(problem).split())}", file=sys.stderr)
+        sys.exit(2)
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The first of ``USER_ERRORS`` in the error's chain (causes and contexts), if any."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo and len(seen) < 100:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, USER_ERRORS):
+            return current
+        todo += [current.__cause__, current.__context__]
+    return None
+
+
+def _innermost(error: BaseException, kind: type[BaseException]) -> BaseException:
+    """The deepest ``kind`` in the error's chain of causes: the original complaint, not its wrappers."""
+    found, current, depth = error, error.__cause__ or error.__context__, 0
+    while current is not None and depth < 100:
+        if isinstance(current, kind):
+            found = current
+        current, depth = current.__cause__ or current.__context__, depth + 1
+    return found
 
 
 def run(args: list[str] | None = None, subcommand: bool = True) -> WdrecCLI:

@@ -77,6 +77,8 @@ def test_train_batch_has_the_whole_layout(dm):
         "user": (torch.long, None),
         "item": (torch.long, None),
         "label": (torch.float32, None),
+        "start": (torch.long, None),  # where the row's history begins in the timeline
+        "position": (torch.long, None),  # and where it ends: before the row's own time
     }
     assert set(batch) == set(expected)
     for key, (dtype, width) in expected.items():
@@ -86,6 +88,49 @@ def test_train_batch_has_the_whole_layout(dm):
     labels = batch["label"]
     assert set(labels.tolist()) == {0.0, 1.0}
     assert int(labels.eq(0).sum()) == 4 * int(labels.eq(1).sum())
+
+
+# --- history at the time of each interaction ---------------------------------------------------
+
+
+def test_a_training_row_sees_only_what_its_user_did_before_it(dm):
+    """The paper's "installed apps" at impression time: no later item, and never the row's own."""
+    train = dm.splits.train
+    spec = dm.feature_spec
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    history = batch["user.bag.history"]
+    for row in range(0, 200, 7):  # positives come first in a batch
+        user = dm.users_frame["user_id"].iloc[int(batch["user"][row])]
+        item = dm.items_frame["item_id"].iloc[int(batch["item"][row])]
+        mine = train[train["user_id"] == user]
+        when = int(mine.loc[mine["item_id"] == item, "timestamp"].iloc[0])
+        before = mine[mine["timestamp"] < when].sort_values("timestamp", kind="stable").tail(50)
+        expected = set(spec.item_index(before["item_id"]).tolist()) - {0}
+        assert set(history[row].tolist()) - {0} == expected, (user, item)
+
+
+def test_a_negative_shares_its_positive_s_moment(dm):
+    batch = next(iter(dm.train_dataloader()))
+    positives = int(batch["label"].sum())
+    assert torch.equal(batch["position"][positives:], batch["position"][:positives].repeat_interleave(4))
+
+
+def test_evaluation_and_serving_see_the_whole_stored_history(dm):
+    batch = dm.on_after_batch_transfer(next(iter(dm.val_dataloader()[0])), 0)
+    stored = dm.feature_spec.encode("user", dm.users_frame).bags["history"]
+    for row in range(0, len(batch["label"]), 97):
+        user = int(batch["user"][row])
+        assert set(batch["user.bag.history"][row].tolist()) - {0} == set(stored[user].tolist()) - {0}
+
+
+def test_test_rows_also_look_back_on_the_validation_interaction(dm):
+    """The validation item precedes the test item: at test time it is history, not a candidate."""
+    batch = dm.on_after_batch_transfer(next(iter(dm.test_dataloader()[0])), 0)
+    val_item = dict(zip(dm.rows["val"]["user"].tolist(), dm.rows["val"]["item"].tolist(), strict=True))
+    vocab = dm.feature_spec.item_index(dm.items_frame["item_id"])
+    for row in range(0, int(batch["label"].sum()), 53):  # test positives
+        user = int(batch["user"][row])
+        assert vocab[val_item[user]] in batch["user.bag.history"][row].tolist()
 
 
 # --- DDP sharding, without processes ------------------------------------------------------------
@@ -133,11 +178,12 @@ def test_every_loader_shards_an_odd_number_of_rows_exactly(n, world_size, per_ba
     sampler = NegativeSampler(rows["user"], rows["item"], 7)
     relevant = {"user": everyone.repeat(2), "item": torch.cat([everyone % 7, (everyone + 1) % 7])}
     exclude = {"user": everyone, "item": (everyone + 2) % 7}
+    bounds = {"start": everyone, "position": everyone}  # where each user's history lies (unused here)
     loaders = {
         "train": lambda rank: TrainBatches(rows, sampler, negatives=1, batch_size=2 * per_batch, seed=0,
                                            epoch=lambda: 3, rank=rank, world_size=world_size),  # fmt: skip
         "pointwise": lambda rank: PointwiseBatches(rows, per_batch, rank, world_size),
-        "ranking": lambda rank: RankingBatches(everyone, relevant, exclude, per_batch, rank, world_size),
+        "ranking": lambda rank: RankingBatches(everyone, bounds, relevant, exclude, per_batch, rank, world_size),
     }
     for name, make in loaders.items():
         ranks = shards(make, world_size)

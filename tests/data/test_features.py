@@ -43,7 +43,7 @@ def ml_splits(movielens_100k) -> Splits:
 @pytest.fixture(scope="module")
 def ml_tables(movielens_100k, ml_splits) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Users (with their training history) and the catalogue, as the datamodule builds them."""
-    return build_users_frame(movielens_100k, ml_splits.train, ml_splits.train), build_items_frame(movielens_100k)
+    return build_users_frame(movielens_100k, ml_splits.train), build_items_frame(movielens_100k)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_json_round_trip_gives_the_same_spec_and_the_same_tensors(tmp_path, ml_s
 
 def test_fit_learns_from_training_entities_only(movielens_100k, movielens_features):
     splits = make_splits(movielens_100k, "temporal", "implicit")  # later users and items exist
-    users = build_users_frame(movielens_100k, splits.train, splits.train)
+    users = build_users_frame(movielens_100k, splits.train)
     items = build_items_frame(movielens_100k)
     fields, crosses = movielens_features()
     spec = FeatureSpec.fit(fields, crosses, splits.train, users, items)
@@ -310,9 +310,19 @@ def value_width(spec: FeatureSpec, name: str, batch: dict[str, torch.Tensor]) ->
     return batch[f"{field.side}.bag.{name}"].shape[1] if field.is_bag else 1
 
 
-# --- speed --------------------------------------------------------------------------------------
+# --- bad declarations ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("declare", "message"),
+    [
+        (lambda: Field("mood", "user", kind="text"), "'mood': unknown kind 'text'"),
+        (lambda: Field("mood", "movie"), "'mood': side must be 'user' or 'item', got 'movie'"),
+        (lambda: Field("mood", "item", kind="history"), "'mood': history is a user-side feature"),
+        (lambda: Field("mood", "user", kind="numeric", transform="log"), "'mood': transform must be"),
+        (lambda: Cross(["gender"]), "exactly two fields"),
+    ],
+)
 def test_bad_declarations_are_refused_with_the_name(declare, message):
     with pytest.raises(ValueError, match=message):
         declare()

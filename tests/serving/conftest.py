@@ -6,17 +6,17 @@ Apps run inside ``with TestClient(app) as client:`` so that the lifespan loads t
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from servers import copy_bundle as _copy_bundle
+from servers import corrupt_bundle as _corrupt
 
 from serving.config import Settings
 from serving.main import create_app
-from wdrec.export.bundle import WEIGHTS, read_bundle, write_bundle
+from wdrec.export.bundle import read_bundle, write_bundle
 from wdrec.model.widedeep import WideDeep
 
 with warnings.catch_warnings():  # starlette's TestClient warns about httpx at import
@@ -30,28 +30,6 @@ LIMITS = {"max_k": 100, "max_ids": 50, "max_body_bytes": 16_384}
 def _settings(**overrides: object) -> Settings:
     """Settings for tests: small limits (so each can be crossed), an admin token."""
     return Settings(**{"admin_token": ADMIN_TOKEN, **LIMITS, **overrides})
-
-
-def _copy_bundle(source: Path, target: Path, version: str | None = None) -> Path:
-    """A copy of a bundle; ``version`` rewrites the registered version in its metadata
-    (metadata.json is not among the checksummed files, so the copy still reads)."""
-    shutil.copytree(source, target)
-    if version is not None:
-        path = target / "metadata.json"
-        metadata = json.loads(path.read_text())
-        metadata["version"] = version
-        path.write_text(json.dumps(metadata))
-    return target
-
-
-def _corrupt(bundle: Path) -> Path:
-    """Flip bytes inside the weights: the checksum no longer matches."""
-    with open(bundle / WEIGHTS, "r+b") as handle:
-        handle.seek(200)
-        data = handle.read(8)
-        handle.seek(200)
-        handle.write(bytes(b ^ 0xFF for b in data))
-    return bundle
 
 
 @pytest.fixture(scope="session")

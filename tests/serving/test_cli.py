@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-
-
-def wdrec_serve() -> list[str]:
-    script = shutil.which("wdrec-serve", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "serving.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve_env(tracking_uri: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WDREC_")}
-    return {**env, "MLFLOW_TRACKING_URI": tracking_uri, "WDREC_ADMIN_TOKEN": "cli-token"}
+from servers import free_port, serve_env, wdrec_serve
 
 
 def test_wdrec_serve_serves_the_champion_over_http(trained_run, tmp_path: Path) -> None:  # noqa: ANN001

@@ -14,6 +14,7 @@ and no rank waits on another.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from wdrec.data.sources.base import InteractionSource, default_data_dir
 from wdrec.data.splits import SplitName, Target, make_splits
 
 SEEN_COLUMN = "seen"
+VIEW_OF = {"train": "train", "val": "train", "test": "test"}  # whose history each split's rows look back on
 Batch = dict[str, Tensor]
 
 
@@ -118,7 +120,8 @@ class InteractionDataModule(L.LightningDataModule):
         )
         if self.splits.train.empty:
             raise ValueError(f"{self.source.name}: the training split is empty")
-        self.users_frame = build_users_frame(data, self.splits.train, self._train_positives(self.splits.train))
+        positives = self._train_positives(self.splits.train)
+        self.users_frame = build_users_frame(data, positives)
         self.items_frame = build_items_frame(data)
         self.feature_spec = FeatureSpec.fit(
             self.fields, self.crosses, self.splits.train, self.users_frame, self.items_frame
@@ -127,8 +130,11 @@ class InteractionDataModule(L.LightningDataModule):
         self.item_tensors = self.feature_spec.encode("item", self.items_frame)
         self._user_row = pd.Index(self.users_frame[USER_ID])
         self._item_row = pd.Index(self.items_frame[ITEM_ID])
-        self.rows = {name: self._rows(frame) for name, frame in self.splits.items()}
-        train_pos = self._rows(self._train_positives(self.splits.train))
+        # Test rows may also look back on the validation interactions, which come before them.
+        views = {"train": positives, "test": pd.concat([positives, self._train_positives(self.splits.val)])}
+        self.timeline = Timeline(views, self._user_row, self.feature_spec)
+        self.rows = {name: self._rows(frame, VIEW_OF[name], at_its_time=name == "train") for name, frame in self.splits.items()}
+        train_pos = self._rows(positives, "train")
         self.sampler = NegativeSampler(
             train_pos["user"], train_pos["item"], len(self.items_frame), self.negative_sampling
         )
@@ -138,11 +144,18 @@ class InteractionDataModule(L.LightningDataModule):
     def _train_positives(self, train: pd.DataFrame) -> pd.DataFrame:
         return train if self.target != "binary" else train[train[LABEL] > 0.5]
 
-    def _rows(self, frame: pd.DataFrame) -> dict[str, Tensor]:
+    def _rows(self, frame: pd.DataFrame, view: str, at_its_time: bool = False) -> dict[str, Tensor]:
+        """Index tensors of a split; ``start`` and ``position`` bound each row's history in
+        the timeline: up to the row's own time for training rows, everything before
+        evaluation rows (for test rows, the validation interactions included)."""
+        users = self._user_row.get_indexer(frame[USER_ID]).astype(np.int64)
+        start, position = self.timeline.bounds(view, users, frame if at_its_time else None)
         return {
-            "user": torch.from_numpy(self._user_row.get_indexer(frame[USER_ID]).astype(np.int64)),
+            "user": torch.from_numpy(users),
             "item": torch.from_numpy(self._item_row.get_indexer(frame[ITEM_ID]).astype(np.int64)),
             "label": torch.tensor(frame[LABEL].to_numpy(dtype=np.float32)),
+            "start": torch.from_numpy(start),
+            "position": torch.from_numpy(position),
         }
 
     # ----------------------------------------------------- what the model needs
@@ -207,7 +220,9 @@ class InteractionDataModule(L.LightningDataModule):
                 "user": torch.cat([rows["user"], users]),
                 "item": torch.cat([rows["item"], items]),
                 "label": torch.cat([rows["label"], torch.zeros(len(users))]),
-            }
+                **{k: torch.cat([rows[k], torch.from_numpy(v)]) for k, v in
+                   zip(("start", "position"), self.timeline.bounds(VIEW_OF[stage], users.numpy()), strict=True)},
+            }  # fmt: skip
         return PointwiseBatches(rows, self._per_device(self.eval_batch_size), *self._shard())
 
     def _eval_sampler(self) -> NegativeSampler:
@@ -224,29 +239,33 @@ class InteractionDataModule(L.LightningDataModule):
         if self.ranking_max_users is not None and len(users) > self.ranking_max_users:
             generator = torch.Generator().manual_seed(self.seed + 3)
             users = users[torch.randperm(len(users), generator=generator)[: self.ranking_max_users]].sort().values
-        return RankingBatches(users, relevant, exclude, self.ranking_users, *self._shard())
+        bounds = {k: torch.from_numpy(v) for k, v in zip(("start", "position"), self.timeline.bounds(VIEW_OF[stage], users.numpy()), strict=True)}
+        return RankingBatches(users, bounds, relevant, exclude, self.ranking_users, *self._shard())
 
     # ------------------------------------------------- features on the device
-    def tables_on(self, device: torch.device) -> tuple[SideTensors, SideTensors]:
+    def tables_on(self, device: torch.device) -> tuple[SideTensors, SideTensors, Timeline]:
         key = str(device)
         if key not in self._device_tables:
-            self._device_tables[key] = (self.user_tensors.to(device), self.item_tensors.to(device))
+            self._device_tables[key] = (self.user_tensors.to(device), self.item_tensors.to(device), self.timeline.to(device))
         return self._device_tables[key]
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Index batch → feature batch, on the batch's device."""
-        users, items = self.tables_on(next(iter(batch.values())).device)
+        users, items, timeline = self.tables_on(next(iter(batch.values())).device)
         if "ranking_user" in batch:
-            return self._ranking_features(batch, users, items)
-        features = self.feature_spec.assemble(users.take(batch["user"]), items.take(batch["item"]))
+            return self._ranking_features(batch, users, items, timeline)
+        history = timeline.window(batch["start"], batch["position"], self.feature_spec.history_length)
+        features = self.feature_spec.assemble(users.take(batch["user"]), items.take(batch["item"]), history)
         return {**features, **batch}
 
-    def _ranking_features(self, batch: Batch, users: SideTensors, items: SideTensors) -> Batch:
+    def _ranking_features(self, batch: Batch, users: SideTensors, items: SideTensors, timeline: Timeline) -> Batch:
         block, n_items = batch["ranking_user"], len(items)
         device = block.device
         user_rows = block.repeat_interleave(n_items)
         item_rows = torch.arange(n_items, device=device).repeat(len(block))
-        features = self.feature_spec.assemble(users.take(user_rows), items.take(item_rows))
+        history = timeline.window(batch["ranking_start"].repeat_interleave(n_items),
+                                  batch["ranking_position"].repeat_interleave(n_items), self.feature_spec.history_length)  # fmt: skip
+        features = self.feature_spec.assemble(users.take(user_rows), items.take(item_rows), history)
 
         def mask(pairs_user: Tensor, pairs_item: Tensor) -> Tensor:
             out = torch.zeros((len(block), n_items), dtype=torch.bool, device=device)
@@ -263,7 +282,7 @@ class InteractionDataModule(L.LightningDataModule):
 # ------------------------------------------------------------------- datasets
 def _even_chunks(index: Tensor, rank: int, world_size: int, per_batch: int) -> list[Tensor]:
     """This rank's share of ``index``, cut into as many batches as every other rank gets."""
-    shard = index[rank::world_size]
+    shard = index[rank::world_size].contiguous()
     n_batches = max(1, math.ceil(math.ceil(len(index) / world_size) / per_batch))
     return list(torch.tensor_split(shard, n_batches))
 
@@ -300,15 +319,15 @@ class TrainBatches(IterableDataset):
             negatives = self.sampler.draw(owners, sampling).view(-1, self.negatives)
         start = 0
         for chunk in chunks:
-            users, items, labels = self.rows["user"][chunk], self.rows["item"][chunk], self.rows["label"][chunk]
-            if self.negatives:
+            batch = {key: values[chunk] for key, values in self.rows.items()}
+            if self.negatives:  # a negative shares its positive's user and point in time
                 drawn = negatives[start : start + len(chunk)].flatten()
                 kept = drawn >= 0
-                users = torch.cat([users, users.repeat_interleave(self.negatives)[kept]])
-                items = torch.cat([items, drawn[kept]])
-                labels = torch.cat([labels, torch.zeros(int(kept.sum()))])
+                batch = {key: torch.cat([values, values.repeat_interleave(self.negatives)[kept]]) for key, values in batch.items()}
+                batch["item"][len(chunk) :] = drawn[kept]
+                batch["label"][len(chunk) :] = 0.0
                 start += len(chunk)
-            yield {"user": users, "item": items, "label": labels}
+            yield batch
 
 
 class PointwiseBatches(IterableDataset):
@@ -325,7 +344,7 @@ class PointwiseBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         for chunk in self._chunks():
-            yield {"user": self.rows["user"][chunk], "item": self.rows["item"][chunk], "label": self.rows["label"][chunk]}
+            yield {key: values[chunk] for key, values in self.rows.items()}
 
 
 class RankingBatches(IterableDataset):
@@ -338,13 +357,14 @@ class RankingBatches(IterableDataset):
     def __init__(
         self,
         users: Tensor,
+        bounds: dict[str, Tensor],
         relevant: dict[str, Tensor],
         exclude: dict[str, Tensor],
         users_per_batch: int,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.users, self.relevant, self.exclude = users, relevant, exclude
+        self.users, self.bounds, self.relevant, self.exclude = users, bounds, relevant, exclude
         self.users_per_batch, self.rank, self.world_size = users_per_batch, rank, world_size
 
     def _blocks(self) -> list[Tensor]:
@@ -355,7 +375,8 @@ class RankingBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         for block in self._blocks():
-            batch = {"ranking_user": block}
+            where = torch.searchsorted(self.users, block)
+            batch = {"ranking_user": block, **{f"ranking_{k}": v[where] for k, v in self.bounds.items()}}
             for name, pairs in (("relevant", self.relevant), ("exclude", self.exclude)):
                 inside = torch.isin(pairs["user"], block)
                 batch[f"{name}_user"], batch[f"{name}_item"] = pairs["user"][inside], pairs["item"][inside]
@@ -363,11 +384,68 @@ class RankingBatches(IterableDataset):
 
 
 # ---------------------------------------------------------------- entity tables
-def lists_by_key(keys: pd.Index, owners: pd.Series, values: pd.Series, order: pd.Series | None = None) -> pd.Series:
-    """Group ``values`` into one list per entry of ``keys`` (in ``order`` within a list)."""
+class Timeline:
+    """Each user's positives, oldest first, as flat item sequences, one per view.
+
+    View ``train`` holds the training positives: the users' stored ``history`` lists are
+    cut from it, and a training row's history is the slice that ends at the row's own
+    time, so the model learns from what the user had done *before* each interaction (no
+    label leaks through the history, and the end of a user's sequence is exactly what
+    serving sees). View ``test`` adds the validation positives, which precede the test
+    interactions, as the latest interactions precede a request in production.
+    """
+
+    def __init__(self, views: dict[str, pd.DataFrame], user_row: pd.Index, spec: FeatureSpec) -> None:
+        items, self.starts, self.ends, self.keys, base = [], {}, {}, {}, 0
+        for view, positives in views.items():
+            order = _timeline_order(positives, user_row)
+            users = user_row.get_indexer(positives[USER_ID])[order]
+            offsets = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=len(user_row)))]) + base
+            self.starts[view], self.ends[view] = offsets[:-1], offsets[1:]
+            if TIMESTAMP in positives.columns:  # (user, time) of each entry: where a training row falls
+                self.keys[view] = _time_keys(users, positives[TIMESTAMP].to_numpy()[order])
+            items.append(spec.item_index(positives[ITEM_ID].iloc[order]))
+            base = int(offsets[-1])
+        self.items = torch.from_numpy(np.concatenate(items))
+
+    def bounds(self, view: str, users: np.ndarray, at_time_of: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(start, position) of each row's history: all of the view, or what precedes each
+        row of ``at_time_of`` (interactions at the same second excluded)."""
+        start = self.starts[view][users]
+        if at_time_of is None or view not in self.keys or TIMESTAMP not in at_time_of.columns:
+            return start, self.ends[view][users]
+        keys = _time_keys(users, at_time_of[TIMESTAMP].to_numpy())
+        return start, np.searchsorted(self.keys[view], keys, side="left") + self.starts[view][0]
+
+    def window(self, starts: Tensor, positions: Tensor, length: int) -> Tensor | None:
+        """(B, length) item indices before ``positions``, oldest first, 0-padded on the left."""
+        if length == 0:
+            return None
+        index = positions.unsqueeze(1) - length + torch.arange(length, device=positions.device)  # (B, L)
+        return torch.where(index >= starts.unsqueeze(1), self.items[index.clamp(min=0)], 0)
+
+    def to(self, device: torch.device) -> Timeline:
+        moved = copy.copy(self)
+        moved.items = self.items.to(device)
+        return moved
+
+
+def _timeline_order(positives: pd.DataFrame, user_row: pd.Index) -> np.ndarray:
+    """Positives ordered by (user, time), ties kept in log order: the one order used everywhere."""
+    users = user_row.get_indexer(positives[USER_ID])
+    keys = (positives[TIMESTAMP].to_numpy(), users) if TIMESTAMP in positives.columns else (users,)
+    return np.lexsort(keys)
+
+
+def _time_keys(users: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """One sortable int64 per (user, time): user-major, then epoch seconds (< 2**34, year 2514)."""
+    return users.astype(np.int64) * (1 << 34) + times.astype(np.int64)
+
+
+def lists_by_key(keys: pd.Index, owners: pd.Series, values: pd.Series, order: np.ndarray | None = None) -> pd.Series:
+    """One list per entry of ``keys`` of the ``values`` their ``owners`` hold, taken in ``order``."""
     codes = keys.get_indexer(owners)
-    sort_keys = (order.to_numpy(), codes) if order is not None else (codes,)
-    permutation = np.lexsort(sort_keys)
+    permutation = np.argsort(codes, kind="stable") if order is None else order
     counts = np.bincount(codes, minlength=len(keys))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     flat = pa.array(values, from_pandas=True).cast(pa.string()).take(pa.array(permutation))
@@ -375,15 +453,14 @@ def lists_by_key(keys: pd.Index, owners: pd.Series, values: pd.Series, order: pd
     return pd.Series(pd.arrays.ArrowExtensionArray(array), index=pd.RangeIndex(len(keys)))
 
 
-def build_users_frame(data: InteractionData, train: pd.DataFrame, positives: pd.DataFrame) -> pd.DataFrame:
-    """Every known user with their features, training history and all seen items."""
+def build_users_frame(data: InteractionData, positives: pd.DataFrame) -> pd.DataFrame:
+    """Every known user with their features, training history (oldest first) and all seen items."""
     sources = ([data.users[USER_ID]] if data.users is not None else []) + [data.interactions[USER_ID]]
     ids = pd.Index(pd.unique(pd.concat(sources)).astype("str"))
     frame = pd.DataFrame({USER_ID: ids})
     if data.users is not None:
         frame = frame.merge(data.users, on=USER_ID, how="left")
-    time = positives[TIMESTAMP] if TIMESTAMP in positives.columns else None
-    frame[HISTORY_COLUMN] = lists_by_key(ids, positives[USER_ID], positives[ITEM_ID], time)
+    frame[HISTORY_COLUMN] = lists_by_key(ids, positives[USER_ID], positives[ITEM_ID], _timeline_order(positives, ids))
     frame[SEEN_COLUMN] = lists_by_key(ids, data.interactions[USER_ID], data.interactions[ITEM_ID])
     return frame
 

@@ -144,6 +144,9 @@ class SideTensors:
             self.categorical[rows], self.dense[rows], {name: bag[rows] for name, bag in self.bags.items()}
         )
 
+    def with_bags(self, bags: dict[str, Tensor]) -> SideTensors:
+        return SideTensors(self.categorical, self.dense, {**self.bags, **bags})
+
     def to(self, device: torch.device | str) -> SideTensors:
         return SideTensors(
             self.categorical.to(device), self.dense.to(device), {n: b.to(device) for n, b in self.bags.items()}
@@ -158,6 +161,7 @@ def default_embedding_dim(cardinality: int) -> int:
 # Two primes below 2**31: a * P1 + b * P2 stays below 2**63 for indices below 2**31,
 # so the hash never overflows int64 on any device.
 _P1, _P2 = 2_147_483_629, 1_000_000_007
+_MISSING = -(1 << 40)  # code of a missing value: any pair with one stays negative, then clamps to 0
 
 
 class FeatureSpec:
@@ -324,6 +328,15 @@ class FeatureSpec:
         }
         return SideTensors(categorical, dense, bags)
 
+    @property
+    def history_length(self) -> int:
+        """The longest declared history (0 when there is none)."""
+        return max((f.max_length for f in self.fields if f.kind == "history"), default=0)
+
+    def item_index(self, item_ids: pd.Series) -> np.ndarray:
+        """Item-id vocabulary indices (0 = unknown), the values history bags hold."""
+        return self._index_of(self.item_id_field, item_ids)
+
     def _index_of(self, fld: Field, column: pd.Series) -> np.ndarray:
         if fld.kind == "numeric":
             values = _as_float(column, fld)
@@ -353,19 +366,27 @@ class FeatureSpec:
         return torch.from_numpy(bag)
 
     # --------------------------------------------------------------- assemble
-    def assemble(self, user: SideTensors, item: SideTensors) -> dict[str, Tensor]:
+    def assemble(self, user: SideTensors, item: SideTensors, history: Tensor | None = None) -> dict[str, Tensor]:
         """Model inputs for rows ``user[i]`` × ``item[i]`` (a user side of 1 row broadcasts).
 
         Runs in torch on whatever device the tensors live on, so batches can be built on
         the GPU, and is the only place where wide ids and crosses are computed.
+
+        ``history`` (B, L), item-vocabulary indices oldest first, replaces the users' stored
+        history for each row: in training, what the user had done *before* that interaction
+        (the paper's apps installed at impression time). Without it, the stored history (all
+        training positives, as at serving time) is used.
         """
+        if history is not None:
+            user = user.with_bags({f.name: history[:, -f.max_length :] for f in self.bag_fields("user") if f.kind == "history"})
+        user = self._without_candidate(user, item)
         batch: dict[str, Tensor] = {}
         for side, tensors in (("user", user), ("item", item)):
             batch[f"{side}.categorical"] = tensors.categorical
             batch[f"{side}.dense"] = tensors.dense
             for name, bag in tensors.bags.items():
-                batch[f"{side}.bag.{name}"] = self._without_candidate(name, bag, item)
-            batch[f"wide.{side}"] = self._wide_ids(side, tensors, item)
+                batch[f"{side}.bag.{name}"] = bag
+            batch[f"wide.{side}"] = self._wide_ids(side, tensors)
         rows = max(len(user), len(item))
         crosses = [self._cross_ids(cross, user, item) for cross in self.crosses]
         batch["wide.cross"] = (
@@ -380,26 +401,27 @@ class FeatureSpec:
         fld = self._by_name[name]
         tensors = user if fld.side == "user" else item
         if fld.is_bag:
-            return self._without_candidate(name, tensors.bags[name], item)
+            return tensors.bags[name]
         column = self.categorical_fields(fld.side).index(fld)
         return tensors.categorical[:, column : column + 1]
 
-    def _without_candidate(self, name: str, bag: Tensor, item: SideTensors) -> Tensor:
+    def _without_candidate(self, user: SideTensors, item: SideTensors) -> SideTensors:
         """History minus the candidate item: a positive must not see itself in its features."""
-        if self._by_name[name].kind != "history":
-            return bag
-        candidate = self._values(self.item_id_field.name, item, item)  # (B, 1)
-        return bag.masked_fill(bag == candidate, 0)
+        histories = [f.name for f in self.bag_fields("user") if f.kind == "history"]
+        if not histories:
+            return user
+        candidate = self._values(self.item_id_field.name, user, item)  # (B, 1)
+        return user.with_bags({name: user.bags[name].masked_fill(user.bags[name] == candidate, 0) for name in histories})
 
-    def _wide_ids(self, side: Side, tensors: SideTensors, item: SideTensors) -> Tensor:
+    def _wide_ids(self, side: Side, tensors: SideTensors) -> Tensor:
         parts = []
         for j, fld in enumerate(self.categorical_fields(side)):
             if fld.wide:
                 parts.append(tensors.categorical[:, j : j + 1] + self.wide_offsets[fld.name])
         for fld in self.bag_fields(side):
             if fld.wide:
-                bag = self._without_candidate(fld.name, tensors.bags[fld.name], item)
-                parts.append(torch.where(bag > 0, bag + self.wide_offsets[fld.name], 0))
+                bag = tensors.bags[fld.name]
+                parts.append((bag + self.wide_offsets[fld.name]).masked_fill_(bag == 0, 0))
         if not parts:
             return torch.zeros((len(tensors), 0), dtype=torch.long, device=tensors.categorical.device)
         # A one-row user side meets a history already masked per candidate (B rows): broadcast.
@@ -407,17 +429,26 @@ class FeatureSpec:
         return torch.cat([p.expand(rows, -1) for p in parts], dim=1)
 
     def _cross_ids(self, cross: Cross, user: SideTensors, item: SideTensors) -> Tensor:
+        """Wide ids of every value pair of the two fields, (B, La * Lb), 0 where either is missing.
+
+        The pair code splits into a part per value, ``code = left(a) + right(b)`` (exact:
+        ``(a-1)·|B| + (b-1)``; hashed: ``(a·P1 mod s) + (b·P2 mod s)``, wrapped once), so the
+        arithmetic runs on the small (B, L) tensors and the (B, La, Lb) product costs one
+        addition, one wrap and one clamp. Missing values carry a large negative code.
+        """
         a = self._values(cross.fields[0], user, item)  # (Ba, La)
         b = self._values(cross.fields[1], user, item)  # (Bb, Lb)
-        size = self.cross_sizes[cross.name]
-        left, right = a.unsqueeze(2), b.unsqueeze(1)  # (Ba, La, 1), (Bb, 1, Lb)
+        size, offset = self.cross_sizes[cross.name], self.wide_offsets[cross.name]
         right_values = self.cardinality(cross.fields[1]) - 1
-        if (self.cardinality(cross.fields[0]) - 1) * right_values <= size:  # exact: one weight per pair
-            code = (left - 1) * right_values + (right - 1)
-        else:
-            code = torch.remainder(left * _P1 + right * _P2, size)
-        ids = torch.where((left > 0) & (right > 0), code + self.wide_offsets[cross.name], 0)  # (B, La, Lb)
-        return ids.flatten(1)
+        exact = (self.cardinality(cross.fields[0]) - 1) * right_values <= size
+        left = (a - 1) * right_values if exact else torch.remainder(a * _P1, size)
+        right = (b - 1) if exact else torch.remainder(b * _P2, size)
+        left = torch.where(a > 0, left + offset, _MISSING)
+        right = torch.where(b > 0, right, _MISSING)
+        code = left.unsqueeze(2) + right.unsqueeze(1)  # (B, La, Lb)
+        if not exact:
+            code = torch.where(code >= offset + size, code - size, code)
+        return code.clamp_(min=0).flatten(1)
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict:

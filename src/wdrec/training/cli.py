@@ -1,7 +1,8 @@
 """The Lightning CLI for wdrec: ``fit``, ``validate``, ``test``, ``predict``.
 
 Data sizes are linked into the model at instantiation, checkpointing and early stopping
-are always on (configurable under ``checkpoint.*`` and ``early_stopping.*``), runs are
+are always on (configurable under ``checkpoint.*`` and ``early_stopping.*``), so are the
+training diagnostics (``diagnostics.*``, see :mod:`wdrec.training.diagnostics`), runs are
 tracked in MLflow (``trainer.logger``), and the resolved config is logged into the run.
 """
 
@@ -14,6 +15,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from wdrec.training.callbacks import TrainingPlots
+from wdrec.training.diagnostics import TrainingDiagnostics
 
 
 class WideDeepCLI(LightningCLI):
@@ -34,6 +36,7 @@ class WideDeepCLI(LightningCLI):
         parser.set_defaults({"early_stopping.monitor": "val_ndcg_10", "early_stopping.mode": "max",
                              "early_stopping.patience": 3})  # fmt: skip
         parser.add_lightning_class_args(TrainingPlots, "plots")
+        parser.add_lightning_class_args(TrainingDiagnostics, "diagnostics")  # --diagnostics.every_n_steps, .enabled
 
 
 def quiet_known_warnings() -> None:

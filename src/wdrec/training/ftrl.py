@@ -45,17 +45,15 @@ class FTRL(torch.optim.Optimizer):
     weights are a *function of z and n*: after its first step a coordinate's value is
     ``w(z, n)``, and the parameter's initial value matters only through the first
     ``sigma * w`` term. Initialise the parameters FTRL trains at zero, as the paper does and
-    as the wide part of Wide&Deep usually is. A coordinate whose gradient is 0 keeps ``z``
-    and ``n`` and gets the weight ``w(z, n)``, so a nonzero start is reset to 0 by a dense
-    step with a zero gradient there. With ``l1 > 0`` many weights end exactly at 0.
+    as the wide part of Wide&Deep usually is. With ``l1 > 0`` many weights end exactly at 0.
 
-    Dense gradients update every coordinate of the parameter. Sparse COO gradients (as from
-    ``nn.EmbeddingBag(..., sparse=True)``) are coalesced first (duplicate indices summed)
-    and only the rows they name are updated; the ``z``, ``n`` and weights of other rows stay
-    as they were (a nonzero start included). From a zero start, sparse and dense gradients
-    give the same weights. Parameters may be float32, float16 or bfloat16 (or float64) on any
-    device; the state and the arithmetic are float32 (float64 for float64 parameters) and
-    the new weights are cast to the parameter's dtype.
+    Only coordinates with a nonzero gradient are updated, for dense gradients and sparse
+    COO gradients (as from ``nn.EmbeddingBag(..., sparse=True)``, coalesced first so that
+    duplicate indices are summed) alike: a zero gradient would leave ``z`` and ``n``
+    unchanged anyway, and skipping it makes a step over a large, sparsely hit wide table
+    cost what the batch touches. Parameters may be float32, float16 or bfloat16 (or
+    float64) on any device; the state and the arithmetic are float32 (float64 for float64
+    parameters) and the new weights are cast to the parameter's dtype.
 
     Args:
         params: iterable of parameters or of param-group dicts.
@@ -121,28 +119,27 @@ class FTRL(torch.optim.Optimizer):
                 state = self._init_state(p)
                 z, n = state["z"], state["n"]
                 if p.grad.is_sparse:
-                    self._sparse_step(p, p.grad, z, n, *hp)
+                    grad = p.grad.coalesce()  # duplicate indices summed
+                    index, values = tuple(grad.indices()), grad.values()
                 else:
-                    w, z_new, n_new = _ftrl_update(p.to(z.dtype), p.grad.to(z.dtype), z, n, *hp)
-                    z.copy_(z_new)
-                    n.copy_(n_new)
-                    p.copy_(w)
+                    # A zero gradient leaves z, n and w as they are, so only the touched
+                    # coordinates are computed: a large, sparsely hit wide table costs
+                    # what the batch touches, not its full size.
+                    index = p.grad.nonzero(as_tuple=True)
+                    values = p.grad[index]
+                self._update_at(p, index, values, z, n, *hp)
         return loss
 
     @staticmethod
-    def _sparse_step(
-        p: Tensor, grad: Tensor, z: Tensor, n: Tensor, lr: float, beta: float, l1: float, l2: float
-    ) -> None:
-        """Update only the rows a sparse COO gradient names (after summing duplicates)."""
-        grad = grad.coalesce()
-        values = grad.values()  # (nnz, *p.shape[sparse_dim:])
+    def _update_at(
+        p: Tensor, index: tuple[Tensor, ...], values: Tensor, z: Tensor, n: Tensor,
+        lr: float, beta: float, l1: float, l2: float,
+    ) -> None:  # fmt: skip
+        """Update the coordinates (or rows) ``index`` with gradient ``values``."""
         if values.numel() == 0:
             return
-        rows = tuple(grad.indices())  # sparse_dim tensors of (nnz,), unique after coalesce
         dtype = z.dtype
-        w, z_new, n_new = _ftrl_update(
-            p[rows].to(dtype), values.to(dtype), z[rows], n[rows], lr, beta, l1, l2
-        )
-        z.index_put_(rows, z_new)
-        n.index_put_(rows, n_new)
-        p.index_put_(rows, w.to(p.dtype))
+        w, z_new, n_new = _ftrl_update(p[index].to(dtype), values.to(dtype), z[index], n[index], lr, beta, l1, l2)
+        z.index_put_(index, z_new)
+        n.index_put_(index, n_new)
+        p.index_put_(index, w.to(p.dtype))
