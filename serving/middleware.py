@@ -4,8 +4,10 @@
   back), one JSON log line and the Prometheus observations per request, and the last
   guard: an unexpected exception becomes a generic 500 with the request id, never a trace.
 - :class:`BodyGuard`: POST bodies at most ``max_body_bytes`` (Content-Length and the bytes
-  actually received: 413) and JSON only (415). FastAPI >= 0.16x silently reads no body
-  without ``Content-Type: application/json``, which would otherwise look like a missing field.
+  actually received: 413), JSON only (415), valid Unicode (400: not UTF-8, or an unpaired
+  surrogate escape such as ``"\\ud800"``, which parses but cannot be written back as UTF-8).
+  FastAPI >= 0.16x silently reads no body without ``Content-Type: application/json``, which
+  would otherwise look like a missing field.
 """
 
 from __future__ import annotations
@@ -130,6 +132,10 @@ class BodyGuard:
         except UnicodeDecodeError as error:
             await send_json(send, 400, {"detail": f"body: not UTF-8 text (byte {error.start})", "field": "body"})
             return
+        if b"\\u" in body and _lone_surrogate(body):  # "\ud800" is valid JSON but no UTF-8 text: echoing it back fails
+            await send_json(send, 400, {"detail": "body: a string holds an unpaired surrogate escape (\\ud800-\\udfff); "
+                                                  "send valid Unicode text", "field": "body"})  # fmt: skip
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -143,6 +149,17 @@ class BodyGuard:
 
     async def _too_large(self, send: Send) -> None:
         await send_json(send, 413, {"detail": f"request body larger than {self.limit} bytes", "field": "body"})
+
+
+def _lone_surrogate(body: bytes) -> bool:
+    """Whether the JSON text holds a string (or key) that no UTF-8 can carry: an unpaired surrogate escape."""
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):  # malformed or too deep: the app's own parser answers that
+        return False
+    return False
 
 
 def _is_json(content_type: bytes) -> bool:

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
     "/reload",
     response_model=ReloadResponse,
     responses={
-        400: {"model": ErrorResponse, "description": "body is not UTF-8 text"},
+        400: {"model": ErrorResponse, "description": "body is not valid Unicode text (not UTF-8, or an unpaired surrogate escape)"},
         401: {"model": ErrorResponse, "description": "no bearer token"},
         403: {"model": ErrorResponse, "description": "wrong token, or admin disabled (no WDREC_ADMIN_TOKEN)"},
         409: {"model": ErrorResponse, "description": "the new model failed to load or probe; the old one is still served"},

@@ -23,7 +23,7 @@ from serving.schemas import ErrorResponse, RecommendRequest, RecommendResponse, 
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 BAD_INPUT: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "body is not UTF-8 text"},
+    400: {"model": ErrorResponse, "description": "body is not valid Unicode text (not UTF-8, or an unpaired surrogate escape)"},
     413: {"model": ErrorResponse, "description": "body larger than max_body_bytes"},
     415: {"model": ErrorResponse, "description": "body not sent as Content-Type: application/json"},
     422: {"model": ErrorResponse, "description": "invalid field (the detail names it), unknown item ids"},

@@ -14,7 +14,12 @@ from wdrec.data.sources.base import SourceUnavailable
 from wdrec.export.callback import RegisterModel
 from wdrec.training.cli import WideDeepCLI, quiet_known_warnings
 from wdrec.training.module import WideDeepModule
-from wdrec.training.tracking import LogConfigToMLflow, MLflowTracking, TrackingUnavailable
+from wdrec.training.tracking import (
+    LogConfigToMLflow,
+    MLflowTracking,
+    TrackingUnavailable,
+    check_logger_config,
+)
 
 
 class ConfigError(ValueError):
@@ -29,6 +34,11 @@ class WdrecCLI(WideDeepCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_lightning_class_args(RegisterModel, "registry")
+
+    def before_instantiate_classes(self) -> None:
+        """Reach the tracking store before any data is read: an unreachable one stops in seconds."""
+        config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
+        check_logger_config(config.get("trainer", {}).get("logger"))
 
     def instantiate_classes(self) -> None:
         """Build data, model and trainer; a ValueError while doing so is a bad config value."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def report(scenario: str, **figures: Any) -> None:
+def _report(scenario: str, **figures: Any) -> None:
     """Print a scenario's measured figures (``pytest -s`` shows them) and append them to
     ``$WDREC_RELIABILITY_FIGURES`` when set: docs/reliability.md is written from these."""
     line = json.dumps({"scenario": scenario, **figures}, default=str)
@@ -65,3 +66,19 @@ def report(scenario: str, **figures: Any) -> None:
     if path := os.environ.get(FIGURES_ENV):
         with open(path, "a") as out:
             out.write(line + "\n")
+
+
+@pytest.fixture(scope="session")
+def report() -> Callable[..., None]:
+    """``report(scenario, **figures)``: see :func:`_report`."""
+    return _report
+
+
+# DEV-ONLY-REMOVE-ME
+if os.environ.get("DEV_TRAINED_DIR"):
+    @pytest.fixture(scope="session")
+    def trained_run():  # noqa: ANN201
+        from types import SimpleNamespace
+        d = Path(os.environ["DEV_TRAINED_DIR"])
+        return SimpleNamespace(workdir=d, tracking_uri=f"sqlite:///{d / 'mlflow.db'}", bundle=next((d / "bundles").iterdir()),
+                               checkpoint_dir=d / "checkpoints")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -135,7 +136,13 @@ def read_bundle(directory: Path) -> Bundle:
     if spec.layout() != _layout_of(config):
         raise BundleError(f"{directory}: {FEATURE_SPEC} does not match {MODEL_CONFIG} (different fields or sizes)")
     net.eval()
-    return Bundle(net, spec, read_parquet(directory / USERS), read_parquet(directory / ITEMS), metadata)
+    tables = {}
+    for name in (USERS, ITEMS):  # checksums can be recomputed by whoever swapped a file: parse with care too
+        try:
+            tables[name] = read_parquet(directory / name)
+        except (pa.ArrowException, OSError) as error:
+            raise BundleError(f"{directory / name}: not a readable Parquet table: {error}") from None
+    return Bundle(net, spec, tables[USERS], tables[ITEMS], metadata)
 
 
 def _layout_of(config: WideDeepConfig) -> dict:

@@ -27,7 +27,10 @@ Scalars go to every logger as ``diag/<stat>/<layer>`` (e.g. ``diag/grad_norm/dee
 one figure, ``plots/diagnostics.png``, shows their evolution per layer in the MLflow run.
 
 Cost: forward hooks are registered only for the training batch of a diagnostic step and
-removed after it, so other steps run exactly as without the callback.
+removed after it, so other steps run exactly as without the callback. A diagnostic step
+of the default job (batch 1,024, MLP 256-128-64, one CPU thread) took 1.7 ms longer
+(26.4 vs 24.7 ms), plus about 9 ms for the MLflow write into SQLite. With gradient
+accumulation, the activation statistics come from the step's first micro-batch.
 """
 
 from __future__ import annotations
@@ -197,7 +200,7 @@ class TrainingDiagnostics(L.Callback):
         layers = _layer_order(self.history)
         blocks = [layer for layer in layers if layer.startswith("deep.")]
         colours = _colours(layers)
-        figure, axes = plt.subplots(1, 3, figsize=(16, 4.2), squeeze=False)
+        figure, axes = plt.subplots(1, 3, figsize=(19, 4.5), squeeze=False, layout="constrained")
         grad_ax, share_ax, preact_ax = axes[0]
         marker = "o" if len(self.history) < 20 else None
         for layer in layers:
@@ -224,8 +227,7 @@ class TrainingDiagnostics(L.Callback):
         for axis in (grad_ax, share_ax, preact_ax):
             axis.grid(alpha=0.3)
             if axis.has_data():
-                axis.legend(fontsize="x-small", loc="best")
-        figure.tight_layout()
+                axis.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return figure
 
 

@@ -183,8 +183,8 @@ class WideDeepModule(L.LightningModule):
         if self.net.config.task != "binary":
             return  # ratings are evaluated pointwise only
         metric = self.ranking[stage]
-        values = metric.compute()
-        self.log_dict({f"{stage}_{name}_{self.top_k}": value for name, value in values.items()}, prog_bar=False)
+        values = metric.compute()  # already reduced over ranks; sync_dist only keeps Lightning content
+        self.log_dict({f"{stage}_{name}_{self.top_k}": value for name, value in values.items()}, sync_dist=True)
         metric.reset()
 
     # ------------------------------------------------------------ optimizers

@@ -66,6 +66,15 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise TrackingUnavailable(f"MLflow tracking URI {uri}: folder {folder} does not exist")
 
 
+def check_logger_config(logger: Any) -> None:
+    """Check the tracking store of each MLflow logger in a (not yet instantiated) ``trainer.logger``
+    config, so that the CLI can stop before it reads any data (see :func:`check_tracking_uri`)."""
+    for entry in logger if isinstance(logger, list) else [logger]:
+        init_args = entry.get("init_args") if hasattr(entry, "get") else None
+        if init_args is not None and "MLflow" in str(entry.get("class_path", "")) and hasattr(init_args, "get"):
+            check_tracking_uri(resolve_tracking_uri(init_args.get("tracking_uri")))
+
+
 def git_commit() -> str | None:
     """The commit of the checkout wdrec runs from (an editable install), if it is one."""
     try:
@@ -173,8 +182,8 @@ class MLflowTracking(MLFlowLogger):
             except Exception as error:  # housekeeping must not stop a fit that the store can take
                 rank_zero_warn(f"could not look for abandoned MLflow runs: {type(error).__name__}: {error}")
                 closed = []
-            for run_id in closed:
-                rank_zero_warn(f"MLflow run {run_id} was left RUNNING by a process that is gone: marked FAILED")
+            for abandoned in closed:
+                rank_zero_warn(f"MLflow run {abandoned} was left RUNNING by a process that is gone: marked FAILED")
         provenance = {"wdrec_version": wdrec.__version__, **process_tags()}
         if commit := git_commit():
             provenance |= {"git_commit": commit, "mlflow.source.git.commit": commit}
