@@ -18,14 +18,22 @@ Everything runs in one scratch directory with its own MLflow store, in this orde
    directory, measured at concurrency 1.
 
 Latency is measured in this process, per request, from writing the request to reading the
-last byte of the answer, over one keep-alive connection per client (a minimal HTTP/1.1
-client on asyncio streams: a few microseconds of client work per request, where httpx
-costs about a millisecond; on 2 cores the client shares the CPUs with the server). Each
-scenario first sends ``--warmup`` requests (not measured, every answer checked), then runs
-for a fixed time; every answer of the measured part is checked too (status 200; top-K of
-length k sorted by score; MLflow: one finite score per catalogue item), and a failure
-counts as an error, never as a latency. Every server is stopped (its whole process group)
-on the way out, also on an error or Ctrl-C.
+last byte of the answer, over one keep-alive connection per client: a minimal HTTP/1.1
+client on asyncio streams, because on 2 cores the client shares the CPUs with the server
+(measured on the busy machine: 0.35 ms of client CPU per request, httpx.AsyncClient 2.8-3.7
+ms). Each scenario first sends ``--warmup`` requests (not measured, every answer checked),
+then runs for a fixed time; every answer of the measured part is checked too (status 200;
+top-K of length k sorted by score; MLflow: one finite score per catalogue item), and a
+failure counts as an error, never as a latency. Beside latency and requests/s, each
+scenario reports the server's CPU time per request (its whole process group, from /proc):
+on a shared, busy machine that number moves far less than latency does. Every server is
+stopped (its whole process group) on the way out, also on an error, Ctrl-C or SIGTERM.
+
+Time: setup dominates. On the busy 2-core machine the full default run took 11 minutes
+(685 s, load average 3-6), most of it the 1M-item fit (4 min) and that server's start
+(2 min: it loads and verifies the model twice, once to fail fast, once in the app).
+``--catalogue 10000 100000`` leaves out the largest size; ``--workdir DIR --reuse-models``
+serves the models an earlier run left in DIR again, without training.
 
 Targets (issue): at concurrency 1 p50 <= 5 ms and p99 <= 20 ms on the 2-core machine;
 wdrec >= 3x the requests/s of ``mlflow models serve``. ``ratio_vs_mlflow`` compares them at
@@ -37,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import json
 import math
@@ -142,6 +151,16 @@ class Server:
             return round(int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024, 1)
         return None
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of every live process in the server's process group."""
+        total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rpartition(")")[2].split()  # after "pid (comm)": state, ppid, pgrp, ...
+                if int(fields[2]) == self.process.pid:
+                    total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
@@ -162,6 +181,13 @@ def server_env(tracking_uri: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WDREC_")}
     path = os.pathsep.join([str(BIN), env.get("PATH", "")])
     return env | {"MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1", "PATH": path}
+
+
+def _die_with_parent() -> None:
+    """In the server's child process, before exec: SIGTERM it when this process dies, even by SIGKILL
+    (Linux; elsewhere a no-op). A grandchild (mlflow's uvicorn) is covered by the group kill in stop()."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -189,7 +215,7 @@ def serving(name: str, command: list[str], env: dict[str, str], cwd: Path, ready
     start = time.perf_counter()
     with log_path.open("wb") as out:
         process = subprocess.Popen([*command, "--port", str(port)], env=env, cwd=cwd, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
     server = Server(name, process, port, log_path)
     try:
         deadline = time.monotonic() + ready_within
@@ -210,6 +236,14 @@ def serving(name: str, command: list[str], env: dict[str, str], cwd: Path, ready
         yield server
     finally:
         stop(process)
+
+
+def model_info(server: Server) -> dict:
+    """What ``GET /v1/model`` says about the served model, reduced to what bears on its cost."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/model", timeout=30) as answer:
+        info = json.loads(answer.read())
+    keys = ("name", "version", "num_users", "num_items", "fast_path")
+    return {key: info.get(key) for key in keys} | {"features": [f["name"] for f in info.get("features", [])]}
 
 
 def wdrec_serve(model: str) -> list[str]:
@@ -292,6 +326,8 @@ class Load:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
 
     def error(self, message: str) -> None:
         self.errors += 1
@@ -306,11 +342,14 @@ class Load:
             "p90_ms": p90, "mean_ms": round(float(lat.mean()), 3), "max_ms": round(float(lat.max()), 3),
             "requests": len(self.latencies_ms), "errors": self.errors, "error_samples": self.error_samples,
             "concurrency": self.concurrency, "seconds": round(self.seconds, 2),
+            # CPU time per answered request (user + system), far less sensitive to a busy machine than latency.
+            "server_cpu_ms_per_request": round(self.server_cpu_s * 1000 / n, 3) if (n := len(self.latencies_ms)) else None,
+            "client_cpu_ms_per_request": round(self.client_cpu_s * 1000 / n, 3) if n else None,
         }  # fmt: skip
 
 
 async def _drive(port: int, path: str, bodies: Callable[[int], bytes], check: Check, concurrency: int,
-                 seconds: float, warmup: int, timeout: float) -> Load:  # fmt: skip
+                 seconds: float, warmup: int, timeout: float, server_cpu: Callable[[], float]) -> Load:  # fmt: skip
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: "
     prefix = head.encode()
     load = Load(concurrency)
@@ -323,7 +362,8 @@ async def _drive(port: int, path: str, bodies: Callable[[int], bytes], check: Ch
         counter += 1
         start = time.perf_counter()
         try:
-            status, answer = await asyncio.wait_for(connection.post(prefix + b"%d\r\n\r\n" % len(body), body), timeout)
+            async with asyncio.timeout(timeout):
+                status, answer = await connection.post(prefix + b"%d\r\n\r\n" % len(body), body)
         except (OSError, EOFError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError) as error:
             connection.close()  # reconnect on the next request
             return time.perf_counter() - start, f"{type(error).__name__}: {error}"
@@ -334,7 +374,6 @@ async def _drive(port: int, path: str, bodies: Callable[[int], bytes], check: Ch
             return elapsed, check(answer)
         except (ValueError, KeyError, TypeError) as error:  # not the JSON it should be
             return elapsed, f"bad answer: {type(error).__name__}: {error}"
-
 
     # Warm-up: not measured; every answer must be right, else the scenario stops here.
     warm_left, warm_deadline = warmup, time.perf_counter() + max(2.0, seconds / 4)
@@ -349,6 +388,7 @@ async def _drive(port: int, path: str, bodies: Callable[[int], bytes], check: Ch
 
     await asyncio.gather(*(warm(c) for c in connections))
 
+    cpu_before, client_before = server_cpu(), time.process_time()
     deadline = time.perf_counter() + seconds
     start = time.perf_counter()
 
@@ -362,6 +402,7 @@ async def _drive(port: int, path: str, bodies: Callable[[int], bytes], check: Ch
 
     await asyncio.gather(*(measure(c) for c in connections))
     load.seconds = time.perf_counter() - start  # to the last answer, in-flight requests included
+    load.server_cpu_s, load.client_cpu_s = server_cpu() - cpu_before, time.process_time() - client_before
     for connection in connections:
         connection.close()
     return load
@@ -369,10 +410,11 @@ async def _drive(port: int, path: str, bodies: Callable[[int], bytes], check: Ch
 
 def drive(server: Server, path: str, bodies: Callable[[int], bytes], check: Check, concurrency: int,
           seconds: float, warmup: int, timeout: float) -> dict:  # fmt: skip
-    load = asyncio.run(_drive(server.port, path, bodies, check, concurrency, seconds, warmup, timeout))
+    load = asyncio.run(_drive(server.port, path, bodies, check, concurrency, seconds, warmup, timeout, server.cpu_seconds))
     result = load.summary()
     log(f"{server.name} c{concurrency}: p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
-        f"{result['rps']} req/s, {result['requests']} requests, {result['errors']} errors")  # fmt: skip
+        f"{result['rps']} req/s, {result['requests']} requests, {result['errors']} errors, "
+        f"server CPU {result['server_cpu_ms_per_request']} ms/request")  # fmt: skip
     return result
 
 
@@ -421,17 +463,25 @@ def user_sequence(users: list[str], seed: int) -> list[str]:
 
 # --------------------------------------------------------------------------- analysis
 def growth(catalogue: dict[str, dict]) -> dict:
-    """How the p50 grows with the catalogue: a least-squares line and log-log slopes between sizes."""
+    """How a request's cost grows with the catalogue, for p50 latency and for server CPU time.
+
+    ``per_item_us``: the marginal cost of one more item, between the two largest sizes;
+    ``per_item_us_at``: each size's cost divided by its items; ``loglog_slope`` between
+    consecutive sizes: 1 is linear growth, below 1 a fixed per-request cost still shows.
+    """
     sizes = sorted(int(n) for n in catalogue)
-    p50 = [catalogue[str(n)]["p50_ms"] for n in sizes]
-    result: dict = {"loglog_slope": {}}
-    for (n1, t1), (n2, t2) in zip(zip(sizes, p50, strict=True), zip(sizes[1:], p50[1:], strict=True), strict=False):
-        result["loglog_slope"][f"{n1}->{n2}"] = round(math.log(t2 / t1) / math.log(n2 / n1), 3)
-    if len(sizes) >= 2:
-        per_item, fixed = np.polyfit(np.asarray(sizes, dtype=float), np.asarray(p50), 1)
-        result["per_item_us"] = round(float(per_item) * 1000, 4)
-        result["fixed_ms"] = round(float(fixed), 3)
-        result["per_item_us_largest"] = round(p50[-1] / sizes[-1] * 1000, 4)
+    result: dict = {}
+    for metric, key in (("p50_ms", "p50"), ("server_cpu_ms_per_request", "server_cpu")):
+        cost = [catalogue[str(n)][metric] for n in sizes]
+        if len(sizes) < 2 or any(c is None or not c > 0 for c in cost):
+            continue
+        pairs = list(zip(sizes, cost, strict=True))
+        result[key] = {
+            "per_item_us": round((cost[-1] - cost[-2]) / (sizes[-1] - sizes[-2]) * 1000, 4),
+            "per_item_us_at": {str(n): round(c / n * 1000, 4) for n, c in pairs},
+            "loglog_slope": {f"{a}->{b}": round(math.log(tb / ta) / math.log(b / a), 3)
+                             for (a, ta), (b, tb) in zip(pairs, pairs[1:], strict=False)},
+        }  # fmt: skip
     return result
 
 
@@ -505,6 +555,9 @@ def run(args: argparse.Namespace, workdir: Path, env: dict[str, str]) -> dict:
             mlflow = servers.enter_context(serving("mlflow-serve", mlflow_serve(model), env, workdir, "/ping", args.ready_timeout))
             mlflow_bodies = invocation_bodies(sequence, items)
         results["startup_s"] = {"wdrec": wdrec.startup_s, **({"mlflow": mlflow.startup_s} if mlflow else {})}
+        results["model"] = model_info(wdrec)
+        if not results["model"]["fast_path"]:
+            log("note: wdrec-serve scores this model with Scorer.score_user (fast_path false: see its log)")
         ours = recommend_bodies(sequence)
         for concurrency in args.concurrency:
             key = f"c{concurrency}"
@@ -539,7 +592,8 @@ def run(args: argparse.Namespace, workdir: Path, env: dict[str, str]) -> dict:
         with serving(f"wdrec-serve-{n_items}", wdrec_serve(str(bundle)), env, directory, "/readyz", args.ready_timeout) as server:
             entry = drive(server, "/v1/recommend", recommend_bodies(user_sequence(users, args.seed)), check_recommendation,
                           1, args.catalogue_seconds, warmup, timeout)  # fmt: skip
-            entry |= {"n_items": len(items), "startup_s": server.startup_s, "server_peak_rss_mb": server.peak_rss_mb()}
+            entry |= {"n_items": len(items), "startup_s": server.startup_s, "server_peak_rss_mb": server.peak_rss_mb(),
+                      "fast_path": model_info(server)["fast_path"]}  # fmt: skip
         results["catalogue"][str(n_items)] = entry
         results["setup_seconds"][f"fit_catalogue_{n_items}"] = fit_s
         shutil.rmtree(directory / "checkpoints", ignore_errors=True)  # ~1 GB for 1M items, with optimizer state

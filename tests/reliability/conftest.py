@@ -73,12 +73,3 @@ def report() -> Callable[..., None]:
     """``report(scenario, **figures)``: see :func:`_report`."""
     return _report
 
-
-# DEV-ONLY-REMOVE-ME
-if os.environ.get("DEV_TRAINED_DIR"):
-    @pytest.fixture(scope="session")
-    def trained_run():  # noqa: ANN201
-        from types import SimpleNamespace
-        d = Path(os.environ["DEV_TRAINED_DIR"])
-        return SimpleNamespace(workdir=d, tracking_uri=f"sqlite:///{d / 'mlflow.db'}", bundle=next((d / "bundles").iterdir()),
-                               checkpoint_dir=d / "checkpoints")

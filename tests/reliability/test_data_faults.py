@@ -1,13 +1,19 @@
-"""Data faults through the real CLI: each bad input of the data layer, fed to a real
-``wdrec fit`` process with a Files-source config, ends it with exit status 2 and one line
-``wdrec: <file>: column '<column>': <problem>``; no trace, no checkpoint, nothing in the
-data cache, no MLflow model registered.
+"""Data faults through the CLI: each bad input of the data layer, fed to ``wdrec fit`` with a
+Files-source config, ends it with exit status 2 and one line
+``wdrec: <file>: column '<column>': <problem>``; no trace, no checkpoint, nothing in the data
+cache, no MLflow model registered.
 
-The processes run a few at a time (each is mostly the import of torch, Lightning and MLflow).
+Each fault runs in-process through ``wdrec.cli.main`` (what the console script calls; default
+run, about a second each) and as a real ``wdrec`` process, which also shows that nothing else
+is printed (no traceback). A real process is mostly the import of torch, Lightning and MLflow,
+10-50 s on the shared 2-core machine: the default run starts one, the slow run all six (a few
+at a time).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -96,7 +102,7 @@ class Outcome:
     seconds: float
 
 
-def run_fault(name: str, folder: Path) -> Outcome:
+def run_fault(name: str, folder: Path, in_process: bool) -> Outcome:
     folder.mkdir(parents=True)
     file, column, problem = FAULTS[name](folder)
     config = {
@@ -110,25 +116,59 @@ def run_fault(name: str, folder: Path) -> Outcome:
         },
     }  # fmt: skip
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "WDREC_DATA_DIR": str(folder / "cache")}
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "WDREC_DATA_DIR": str(folder / "cache")}
+    argv = ["fit", "--config", str(folder / "config.yaml")]
     start = time.monotonic()
-    result = subprocess.run([*wdrec(), "fit", "--config", str(folder / "config.yaml")], cwd=folder, env=env,
-                            capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
-    return Outcome(folder, str(folder / file), column, problem, result.returncode, result.stdout, result.stderr,
-                   time.monotonic() - start)  # fmt: skip
+    if in_process:
+        returncode, stdout, stderr = _main_in_process(argv, env, folder)
+    else:
+        result = subprocess.run([*wdrec(), *argv], cwd=folder, env={**os.environ, **env}, capture_output=True, text=True,
+                                timeout=TIMEOUT_S)  # fmt: skip
+        returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
+    return Outcome(folder, str(folder / file), column, problem, returncode, stdout, stderr, time.monotonic() - start)
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    root = tmp_path_factory.mktemp("data-faults")
+def _main_in_process(argv: list[str], env: dict[str, str], folder: Path) -> tuple[int, str, str]:
+    """``wdrec <argv>`` in this process: exit status, stdout and stderr."""
+    from wdrec.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        for name, value in env.items():
+            patch.setenv(name, value)
+        patch.chdir(folder)
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_faults(root: Path, names: list[str], in_process: bool) -> dict[str, Outcome]:
+    if in_process:
+        return {name: run_fault(name, root / name.replace(" ", "-"), True) for name in names}
     with ThreadPoolExecutor(PARALLEL) as pool:
-        futures = {name: pool.submit(run_fault, name, root / name.replace(" ", "-")) for name in FAULTS}
+        futures = {name: pool.submit(run_fault, name, root / name.replace(" ", "-"), False) for name in names}
         return {name: future.result() for name, future in futures.items()}
 
 
-@pytest.mark.parametrize("fault", list(FAULTS))
-def test_bad_input_stops_wdrec_fit_with_one_clear_line(outcomes: dict[str, Outcome], fault: str) -> None:
-    outcome = outcomes[fault]
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    return run_faults(tmp_path_factory.mktemp("data-faults-in-process"), list(FAULTS), in_process=True)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    return run_faults(tmp_path_factory.mktemp("data-faults-process"), ["truncated parquet"], in_process=False)
+
+
+@pytest.fixture(scope="module")
+def processes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    return run_faults(tmp_path_factory.mktemp("data-faults-processes"), list(FAULTS), in_process=False)
+
+
+def check_one_clear_line(outcome: Outcome) -> None:
     output = outcome.stdout + outcome.stderr
     assert outcome.returncode == 2, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
@@ -139,9 +179,8 @@ def test_bad_input_stops_wdrec_fit_with_one_clear_line(outcomes: dict[str, Outco
     assert sum(line.startswith("wdrec: ") for line in outcome.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("fault", list(FAULTS))
-def test_bad_input_leaves_nothing_behind(outcomes: dict[str, Outcome], fault: str) -> None:
-    folder = outcomes[fault].folder
+def check_nothing_left(outcome: Outcome) -> None:
+    folder = outcome.folder
     assert not (folder / "checkpoints").exists() and not (folder / "bundles").exists()
     cache = folder / "cache"
     assert not cache.exists() or not any(cache.rglob("*")), sorted(cache.rglob("*"))
@@ -153,8 +192,47 @@ def test_bad_input_leaves_nothing_behind(outcomes: dict[str, Outcome], fault: st
         assert client.search_model_versions() == []
 
 
-def test_data_faults_figures(outcomes: dict[str, Outcome], report) -> None:  # noqa: ANN001
-    report("data_faults", faults_injected=len(outcomes), nonzero_exits=sum(o.returncode != 0 for o in outcomes.values()),
-           seconds_per_run=round(max(o.seconds for o in outcomes.values()), 1),
-           lines={name: o.stderr.strip().splitlines()[-1] for name, o in outcomes.items()})  # fmt: skip
-    assert all(o.returncode == 2 for o in outcomes.values())
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_bad_input_stops_wdrec_fit_with_one_clear_line(in_process: dict[str, Outcome], fault: str) -> None:
+    check_one_clear_line(in_process[fault])
+    check_nothing_left(in_process[fault])
+
+
+def test_a_real_wdrec_process_prints_the_line_and_no_trace(one_process: dict[str, Outcome]) -> None:
+    (outcome,) = one_process.values()
+    check_one_clear_line(outcome)
+    check_nothing_left(outcome)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_every_bad_input_through_a_real_wdrec_process(processes: dict[str, Outcome], fault: str) -> None:
+    check_one_clear_line(processes[fault])
+    check_nothing_left(processes[fault])
+
+
+@pytest.mark.slow
+def test_data_faults_figures(processes: dict[str, Outcome], report) -> None:  # noqa: ANN001
+    report("data_faults", faults_injected=len(processes), nonzero_exits=sum(o.returncode != 0 for o in processes.values()),
+           slowest_run_s=round(max(o.seconds for o in processes.values()), 1),
+           lines={name: o.stderr.strip().splitlines()[-1] for name, o in processes.items()})  # fmt: skip
+    assert all(o.returncode == 2 for o in processes.values())
+
+
+def test_a_refused_config_value_is_one_line_too(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A value the Files source refuses (in-process, through the same ``main`` the console script calls)."""
+    from wdrec.cli import main
+
+    good_log().to_csv(tmp_path / "log.csv", index=False)
+    config = {"data": {"source": {"class_path": "wdrec.data.sources.files.Files",
+                                  "init_args": {"interactions": str(tmp_path / "log.csv"), "user_column": "customer",
+                                                "item_column": "sku", "on_duplicate": "sometimes"}}}}  # fmt: skip
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(tmp_path / "config.yaml")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "wdrec: Files: on_duplicate must be one of ('error', 'drop', 'keep'), got 'sometimes'", err[-5:]
+    assert not (tmp_path / "checkpoints").exists()

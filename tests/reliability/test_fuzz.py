@@ -41,7 +41,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 LEAK_MARKERS = ("Traceback", 'File "', "site-packages", str(REPO_ROOT), sys.prefix)
 ROUTES = {"GET /healthz", "GET /readyz", "GET /v1/model", "GET /metrics", "POST /v1/recommend", "POST /v1/score",
           "POST /admin/reload"}  # fmt: skip
-EXAMPLES = {"POST /v1/recommend": 260, "POST /v1/score": 260, "POST /admin/reload": 90}  # per generation mode (and token)
+EXAMPLES = {"POST /v1/recommend": 210, "POST /v1/score": 210, "POST /admin/reload": 75}  # per generation mode (and token)
 MIN_REQUESTS = 1000
 TOKEN = "fuzz-token"
 
@@ -84,11 +84,14 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(bundle_a: Pat
         with get_client(app) as session:
             for operation in operations:
                 tokens = (None, f"Bearer {TOKEN}") if operation.label.startswith("POST /admin") else (None,)
-                for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                has_inputs = bool(list(operation.iter_parameters())) or bool(list(operation.body))
+                # Without parameters or body (GET /healthz, ...) there is nothing to break: positive only.
+                modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if has_inputs else (GenerationMode.POSITIVE,)
+                for mode in modes:
                     for token in tokens:
                         try:
                             fuzz(session, operation, mode, {"Authorization": token} if token else None)()
-                        except Unsatisfiable:  # no parameter to break: a GET without inputs has no negative case
+                        except Unsatisfiable:
                             unsatisfiable.append(f"{operation.label} {mode.value}")
     finally:
         shutdown_lifespans()
@@ -108,7 +111,7 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(bundle_a: Pat
     assert sent >= MIN_REQUESTS, statuses
     assert all(by_route[route] > 0 for route in ROUTES), by_route
     assert all(status < 500 for status in by_status), by_status
-    assert all(label.startswith("GET ") and label.endswith(" negative") for label in unsatisfiable), unsatisfiable
+    assert not unsatisfiable, unsatisfiable
     # Both kinds of data reached the handlers: accepted requests and refused ones.
     assert by_status[200] > 0 and by_status[422] > 0 and by_status[401] > 0
 

@@ -25,12 +25,22 @@ from mlflow import MlflowClient
 from paths import DEFAULT_CONFIG
 from servers import free_port
 
-from wdrec.training.tracking import NOTE_TAG, RESUMED_FROM_TAG, RESUMED_IN_TAG
+from wdrec.training.tracking import (
+    HOST_TAG,
+    NOTE_TAG,
+    PID_TAG,
+    RESUMED_FROM_TAG,
+    RESUMED_IN_TAG,
+    START_TAG,
+    close_abandoned_runs,
+    process_start,
+    process_tags,
+)
 
 # The final metrics of a resumed fit and of an uninterrupted one agree to this (resume restores
 # the torch RNG, the data path reseeds by epoch: measured equal to the last bit).
 METRIC_TOLERANCE = 1e-6
-BATCHES = 40  # training batches per epoch
+BATCHES = 24  # training batches per epoch
 EPOCHS = 2
 
 
@@ -43,11 +53,14 @@ def fit_args(*extra: str) -> list[str]:
     """A real fit of the default job, cut short: EPOCHS epochs of BATCHES batches, 100 users ranked.
 
     A second ModelCheckpoint saves in ``checkpoints/progress`` at step 1.5 x BATCHES: in the
-    middle of the second epoch, which is how the test knows when to kill.
+    middle of the second epoch, which is how the test knows when to kill. ``save_top_k=-1``
+    keeps a checkpoint of every epoch, so that ``last.ckpt`` is written at every epoch's end:
+    Lightning 2.6 writes it only when a top-k checkpoint is written (an improved metric), so
+    with the default top-1 the uninterrupted run's last.ckpt would be its best epoch, not its end.
     """
     return [*wdrec(), "fit", "--config", str(DEFAULT_CONFIG), f"--trainer.max_epochs={EPOCHS}",
             f"--trainer.limit_train_batches={BATCHES}", "--trainer.limit_val_batches=2", "--data.ranking_max_users=100",
-            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_progress_bar=false", "--checkpoint.save_top_k=-1",
             "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.dirpath=checkpoints/progress",
             f"--trainer.callbacks.every_n_train_steps={BATCHES * 3 // 2}", "--trainer.callbacks.filename=progress-{step}",
             *extra]  # fmt: skip
@@ -76,6 +89,40 @@ def test_unreachable_tracking_server_stops_wdrec_fit_before_training(tmp_path: P
     assert seconds < 90  # the process start (imports) dominates; the check itself takes milliseconds
 
 
+# ------------------------------------------------------------------ runs left RUNNING
+def test_only_runs_whose_process_is_gone_are_marked_failed(tmp_path: Path) -> None:
+    """The sweep ``wdrec fit`` does at start, on a store holding one run of each kind."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("wdrec")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me = process_tags()
+    host = me[HOST_TAG]
+    cases = {
+        "killed": {HOST_TAG: host, PID_TAG: str(gone.pid)},
+        "alive": me,  # this very process: still running
+        "pid reused": {**me, START_TAG: str(int(me.get(START_TAG, "0")) + 1)},  # same pid, another process
+        "other host": {HOST_TAG: host + "-elsewhere", PID_TAG: str(gone.pid)},
+        "no tags": {},
+    }
+    runs = {name: client.create_run(experiment, tags=tags).info.run_id for name, tags in cases.items()}
+    finished = client.create_run(experiment, tags=cases["killed"]).info.run_id
+    client.set_terminated(finished, "FINISHED")
+
+    closed = close_abandoned_runs(uri, "wdrec")
+
+    expected = {"killed"} | ({"pid reused"} if process_start(os.getpid()) else set())
+    assert sorted(closed) == sorted(runs[name] for name in expected)
+    for name, run_id in runs.items():
+        run = client.get_run(run_id)
+        assert run.info.status == ("FAILED" if name in expected else "RUNNING"), name
+        assert (NOTE_TAG in run.data.tags) == (name in expected), name
+    assert client.get_run(finished).info.status == "FINISHED"
+    assert close_abandoned_runs(uri, "wdrec") == []  # nothing left to close
+    assert close_abandoned_runs(uri, "no-such-experiment") == []
+
+
 # ------------------------------------------------------------------ kill -9 and resume
 def _wait_for(predicate, timeout: float, process: subprocess.Popen | None = None, what: str = "") -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
@@ -85,10 +132,6 @@ def _wait_for(predicate, timeout: float, process: subprocess.Popen | None = None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.05)
-
-
-def _state(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
 @pytest.mark.slow
@@ -166,8 +209,10 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pat
         expected, actual = straight_run.data.metrics[key], resumed_run.data.metrics[key]
         differences[key] = abs(expected - actual)
     assert max(differences.values()) <= METRIC_TOLERANCE, differences
-    for (name, a), (_, b) in zip(_state(straight_dir / "checkpoints" / "last.ckpt").items(),
-                                 _state(checkpoints / "last.ckpt").items(), strict=True):  # fmt: skip
+    final = {name: torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+             for name, folder in (("straight", straight_dir), ("resumed", killed_dir))}  # fmt: skip
+    assert final["straight"]["global_step"] == final["resumed"]["global_step"] == EPOCHS * BATCHES
+    for (name, a), (_, b) in zip(final["straight"]["state_dict"].items(), final["resumed"]["state_dict"].items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
     report("kill_9_resume", faults_injected=1, killed_in_epoch=2, largest_metric_difference=max(differences.values()),
            metrics={k: resumed_run.data.metrics[k] for k in keys}, killed_run_status=killed.info.status,
