@@ -15,7 +15,11 @@ Everything runs in one scratch directory with its own MLflow store, in this orde
    and both servers get the same seeded sequence of known users.
 4. Catalogue sweep: for each size (default 10k, 100k, 1M items), an equally short fit on
    ``Synthetic`` data with the features of ``configs/synthetic.yaml``, served from its bundle
-   directory, measured at concurrency 1.
+   directory, measured at concurrency 1; then the same bundle served again with
+   ``--retrieval two_stage`` (300 candidates, then ranked), measured the same way. For
+   each path, the top 10 of the first users of the sequence (200, or 20 at 1M items) are
+   asked once more; the share of the full path's top 10 that the two-stage path returns
+   is the candidate stage's recall (``two_stage.recall_at_10``).
 
 Latency is measured in this process, per request, from writing the request to reading the
 last byte of the answer, over one keep-alive connection per client: a minimal HTTP/1.1
@@ -77,6 +81,7 @@ BIN = Path(sys.executable).parent
 SHORT_FIT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=30", "--trainer.enable_progress_bar=false",
              "--trainer.enable_model_summary=false"]  # fmt: skip
 K = 10
+RECALL_PAIRS = 20_000_000  # user x item scores spent comparing full and two-stage top K per catalogue size
 USER_SEQUENCE = 1 << 16  # the seeded sequence of users that every scenario walks through (cycled)
 
 
@@ -242,14 +247,14 @@ def model_info(server: Server) -> dict:
     """What ``GET /v1/model`` says about the served model, reduced to what bears on its cost."""
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/model", timeout=30) as answer:
         info = json.loads(answer.read())
-    keys = ("name", "version", "num_users", "num_items", "fast_path")
+    keys = ("name", "version", "num_users", "num_items", "fast_path", "retrieval")
     return {key: info.get(key) for key in keys} | {"features": [f["name"] for f in info.get("features", [])]}
 
 
-def wdrec_serve(model: str) -> list[str]:
+def wdrec_serve(model: str, retrieval: str = "full") -> list[str]:
     script = BIN / "wdrec-serve"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "serving.cli"]
-    return [*command, "--model", model, "--host", "127.0.0.1", "--workers", "1"]
+    return [*command, "--model", model, "--host", "127.0.0.1", "--workers", "1", "--retrieval", retrieval]
 
 
 def mlflow_serve(model: str) -> list[str]:
@@ -456,6 +461,24 @@ def check_invocation(n_items: int) -> Check:
     return check
 
 
+def top_k_lists(server: Server, users: list[str], timeout: float) -> dict[str, list[str]]:
+    """Each user's recommended item ids, asked one by one, after the measured part."""
+    found = {}
+    for user in dict.fromkeys(users):
+        request = urllib.request.Request(f"http://127.0.0.1:{server.port}/v1/recommend", method="POST",
+                                         data=recommend_bodies([user])(0), headers={"Content-Type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            found[user] = [item["item_id"] for item in json.loads(answer.read())["items"]]
+    return found
+
+
+def recall(full: dict[str, list[str]], two_stage: dict[str, list[str]]) -> float:
+    """Share of the full ranking's top K that two-stage serving returns: the candidate stage's recall,
+    since stage two ranks with the same scores."""
+    hits = sum(len(set(full[user]) & set(two_stage[user])) for user in full)
+    return round(hits / sum(len(items) for items in full.values()), 4)
+
+
 def user_sequence(users: list[str], seed: int) -> list[str]:
     rng = random.Random(seed)
     return [rng.choice(users) for _ in range(USER_SEQUENCE)]
@@ -503,6 +526,8 @@ def main() -> None:
                         help="synthetic catalogue sizes (none: skip the sweep)")  # fmt: skip
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
+    parser.add_argument("--no-two-stage", dest="two_stage", action="store_false",
+                        help="catalogue sweep: skip the second server with --retrieval two_stage")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured requests before each scenario")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sequence of users")
     parser.add_argument("--request-timeout", type=float, default=120.0, help="one request's limit; past it, an error")
@@ -589,11 +614,22 @@ def run(args: argparse.Namespace, workdir: Path, env: dict[str, str]) -> dict:
         bundle = synthetic_fit(directory, n_items, args.reuse_models)
         fit_s = round(time.perf_counter() - start, 1)
         users, items = bundle_ids(bundle)
-        with serving(f"wdrec-serve-{n_items}", wdrec_serve(str(bundle)), env, directory, "/readyz", args.ready_timeout) as server:
-            entry = drive(server, "/v1/recommend", recommend_bodies(user_sequence(users, args.seed)), check_recommendation,
-                          1, args.catalogue_seconds, warmup, timeout)  # fmt: skip
-            entry |= {"n_items": len(items), "startup_s": server.startup_s, "server_peak_rss_mb": server.peak_rss_mb(),
-                      "fast_path": model_info(server)["fast_path"]}  # fmt: skip
+        sequence = user_sequence(users, args.seed)
+        entry: dict = {"n_items": len(items)}
+        recall_users = max(20, min(200, RECALL_PAIRS // len(items)))  # 200 users up to 100k items, 20 at 1M
+        for retrieval in ("full", "two_stage") if args.two_stage else ("full",):
+            command = wdrec_serve(str(bundle), retrieval)
+            with serving(f"wdrec-serve-{n_items}-{retrieval}", command, env, directory, "/readyz", args.ready_timeout) as server:
+                scenario = drive(server, "/v1/recommend", recommend_bodies(sequence), check_recommendation,
+                                 1, args.catalogue_seconds, warmup, timeout)  # fmt: skip
+                scenario |= {"startup_s": server.startup_s, "server_peak_rss_mb": server.peak_rss_mb(),
+                             **{key: model_info(server)[key] for key in ("fast_path", "retrieval")}}  # fmt: skip
+                top = top_k_lists(server, sequence[:recall_users], timeout)
+            if retrieval == "full":
+                entry |= scenario
+                full_top = top
+            else:
+                entry["two_stage"] = scenario | {"recall_at_10": recall(full_top, top), "recall_users": len(top)}
         results["catalogue"][str(n_items)] = entry
         results["setup_seconds"][f"fit_catalogue_{n_items}"] = fit_s
         shutil.rmtree(directory / "checkpoints", ignore_errors=True)  # ~1 GB for 1M items, with optimizer state

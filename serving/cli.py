@@ -29,6 +29,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="interface to bind (default 127.0.0.1; env WDREC_HOST)")
     parser.add_argument("--port", type=int, help="port (default 8000; env WDREC_PORT)")
     parser.add_argument("--workers", type=int, help="worker processes (default 1; env WDREC_WORKERS)")
+    parser.add_argument("--retrieval", choices=["full", "two_stage"],
+                        help="full: score the whole catalogue per request (default); two_stage: rank only --candidates "
+                             "items from the retrieval stage (env WDREC_RETRIEVAL)")  # fmt: skip
+    parser.add_argument("--candidates", type=int, help="items ranked per request with --retrieval two_stage (default 300; env WDREC_CANDIDATES)")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="env WDREC_LOG_LEVEL")
     return parser.parse_args(argv)
 
@@ -36,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     for flag, value in (("MODEL", args.model), ("HOST", args.host), ("PORT", args.port),
-                        ("WORKERS", args.workers), ("LOG_LEVEL", args.log_level)):  # fmt: skip
+                        ("WORKERS", args.workers), ("RETRIEVAL", args.retrieval), ("CANDIDATES", args.candidates),
+                        ("LOG_LEVEL", args.log_level)):  # fmt: skip
         if value is not None:
             os.environ[f"WDREC_{flag}"] = str(value)
     if not os.environ.get("MLFLOW_TRACKING_URI"):  # as `wdrec fit`: the store in the working directory
@@ -73,7 +78,7 @@ def check_model(settings: Settings) -> None:
 
     torch.set_num_threads(settings.torch_threads)
     try:
-        load_model(settings.model, settings.fast_path)
+        load_model(settings.model, settings.fast_path, settings.two_stage_candidates)
     except ModelLoadError as error:
         sys.exit(f"wdrec-serve: cannot serve {settings.model}: {error}")
 

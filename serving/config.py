@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1)  # 1: on small shared machines more threads only wait on each other
     score_threads: int = Field(1, ge=1)  # scoring calls running at once (worker threads; see routers/recommendations.py)
     fast_path: bool = True  # score with the precomputed CatalogueScorer when it matches Scorer.score_user
+    # "two_stage": rank only `candidates` items from serving.retrieval per request (catalogues too large to score whole)
+    retrieval: Literal["full", "two_stage"] = "full"
+    candidates: int = Field(300, ge=1)
+
+    @property
+    def two_stage_candidates(self) -> int | None:
+        return self.candidates if self.retrieval == "two_stage" else None
 
 
 @lru_cache

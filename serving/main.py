@@ -81,7 +81,9 @@ def create_app(model_uri: str | None = None, settings: Settings | None = None) -
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.store = ModelStore(model_uri or settings.model, fast_path=settings.fast_path)
+    app.state.store = ModelStore(
+        model_uri or settings.model, settings.fast_path, settings.two_stage_candidates
+    )
     app.state.metrics = Metrics(app.state.store)
     routers = (health.router, model.router, recommendations.router, admin.router, metrics.router)
     for router in routers:

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from serving.config import tracking_uri
 from serving.recommender import Catalogue
+from serving.retrieval import CandidateGenerator
 from serving.scoring import CatalogueScorer, Unsupported
 from wdrec.data.features import SideTensors
 from wdrec.export.bundle import BundleError, read_bundle
@@ -58,6 +59,7 @@ class ModelInfo:
     cold_start_features: list[str]  # user columns a cold-start request may send in user_features
     loaded_at: str
     fast_path: bool
+    retrieval: str  # "full", or "two_stage(N)": N candidates ranked per request
 
 
 @dataclass(eq=False)
@@ -67,6 +69,7 @@ class LoadedModel:
     catalogue: Catalogue
     blank_user: SideTensors  # a user with no known feature
     fast: CatalogueScorer | None = field(default=None, repr=False)
+    retriever: CandidateGenerator | None = field(default=None, repr=False)  # two-stage: candidates, then ranking
     user_row: dict[str, int] = field(default_factory=dict, repr=False)  # user id -> row of scorer.users
 
     def score(self, user: SideTensors, rows: Tensor | None = None) -> Tensor:
@@ -76,8 +79,12 @@ class LoadedModel:
         return self.scorer.score_user(user, rows)
 
 
-def load_model(uri: str, fast_path: bool = True) -> LoadedModel:
-    """Resolve, read, verify and probe a bundle; raises :class:`ModelLoadError` with the reason."""
+def load_model(uri: str, fast_path: bool = True, candidates: int | None = None) -> LoadedModel:
+    """Resolve, read, verify and probe a bundle; raises :class:`ModelLoadError` with the reason.
+
+    ``candidates``: rank only this many items from a :class:`CandidateGenerator` per request
+    (two-stage retrieval) instead of the whole catalogue.
+    """
     try:
         directory, registry = _resolve(uri)
         bundle = read_bundle(directory)
@@ -89,6 +96,10 @@ def load_model(uri: str, fast_path: bool = True) -> LoadedModel:
         blank = scorer.users.take(torch.tensor([scorer.unknown_row]))
         fast = _fast_scorer(scorer, blank) if fast_path else None
         _probe(scorer, fast, blank)
+        retriever = None
+        if candidates:
+            prior = fast.score(blank) if fast is not None else scorer.score_user(blank)
+            retriever = CandidateGenerator(scorer, prior, candidates)
     except ModelLoadError:
         raise
     except Exception as error:  # anything else a bad bundle can throw: refuse it, say why
@@ -109,9 +120,10 @@ def load_model(uri: str, fast_path: bool = True) -> LoadedModel:
         cold_start_features=[f.column for f in spec.side_fields("user") if f.column != "user_id"],
         loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
         fast_path=fast is not None,
+        retrieval=f"two_stage({candidates})" if retriever is not None else "full",
     )
     user_row = {user: row for row, user in enumerate(scorer.user_index.tolist())}
-    return LoadedModel(info, scorer, catalogue, blank, fast, user_row)
+    return LoadedModel(info, scorer, catalogue, blank, fast, retriever, user_row)
 
 
 def _resolve(uri: str) -> tuple[Path, dict[str, str]]:
@@ -175,11 +187,12 @@ class ModelStore:
     Args:
         uri: what to load at start and on a reload that names no model.
         fast_path: allow the precomputed :class:`CatalogueScorer` (verified at each load).
+        candidates: two-stage retrieval with this many candidates; None scores the whole catalogue.
     """
 
-    def __init__(self, uri: str | None, fast_path: bool = True) -> None:
+    def __init__(self, uri: str | None, fast_path: bool = True, candidates: int | None = None) -> None:
         self.uri = uri
-        self.fast_path = fast_path
+        self.fast_path, self.candidates = fast_path, candidates
         self.current: LoadedModel | None = None
         self.reloads = 0  # successful loads after the first
         self.failures = 0  # failed loads, the first included
@@ -197,7 +210,7 @@ class ModelStore:
         with self._lock:
             old = self.current
             try:
-                new = load_model(uri, self.fast_path)
+                new = load_model(uri, self.fast_path, self.candidates)
             except ModelLoadError as error:
                 self.failures += 1
                 self.last_error = str(error)
@@ -210,7 +223,7 @@ class ModelStore:
             "model loaded",
             extra={"event": "model_loaded", "model": new.info.name, "model_version": new.info.version,
                    "source": uri, "previous_version": None if old is None else old.info.version,
-                   "fast_path": new.info.fast_path},
+                   "fast_path": new.info.fast_path, "retrieval": new.info.retrieval},
         )  # fmt: skip
         return old, new
 

@@ -226,14 +226,17 @@ def recommend(
     exclude_items: Sequence[str] | None = None,
     filters: Mapping[str, Scalar | Sequence[Scalar]] | None = None,
 ) -> Recommendation:
-    """Top ``k`` items for ``user_id`` by score, descending; fewer when fewer remain."""
+    """Top ``k`` items for ``user_id`` by score, descending; fewer when fewer remain.
+
+    Scored: the given ``candidates``, else the retriever's candidates (two-stage), else the
+    whole catalogue.
+    """
     rows = None
     if candidates is not None:
         rows = model.catalogue.rows(list(dict.fromkeys(candidates)), "candidates")  # first occurrence kept
     excluded = model.catalogue.rows(exclude_items, "exclude_items") if exclude_items else None
     allowed = model.catalogue.filter_mask(filters) if filters else None
     user, row, seen = user_side(model, user_id, user_features)
-    scores = model.score(user, rows)  # (N,) or (len(rows),)
 
     blocked = None  # catalogue rows that may not be returned
     if (exclude_seen and len(seen)) or excluded is not None:
@@ -244,6 +247,9 @@ def recommend(
             blocked[excluded] = True
     if allowed is not None:
         blocked = ~allowed if blocked is None else blocked | ~allowed
+    if rows is None and model.retriever is not None:
+        rows = model.retriever.candidates(seen, blocked, minimum=k)
+    scores = model.score(user, rows)  # (N,) or (len(rows),)
     if blocked is not None:
         scores = scores.masked_fill(blocked if rows is None else blocked[rows], -math.inf)
     order = top_k(scores, k)

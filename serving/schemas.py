@@ -147,6 +147,7 @@ class ModelResponse(BaseModel):
     loaded_at: str
     source: str
     fast_path: bool
+    retrieval: str = Field(description='"full" (each request scores the whole catalogue) or "two_stage(N)" (N candidates, then ranked)')
 
 
 class ReloadRequest(_Request):

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wdrec.data.features import Cross, FeatureSpec, SideTensors
+from wdrec.data.features import CROSS_PRIMES, Cross, FeatureSpec, SideTensors
 from wdrec.export.scorer import Scorer
 
 # FeatureSpec's cross hash: (a * P1 + b * P2) mod size (see wdrec.data.features._cross_ids).
-_P1, _P2 = 2_147_483_629, 1_000_000_007
+_P1, _P2 = CROSS_PRIMES
 CHUNK = 16384  # catalogue rows per precompute step, to bound peak memory on large catalogues
 DEEP_BLOCK = 4096  # catalogue rows per step of the deep part at request time (activations stay in cache)
 PER_VALUE_BUDGET = 4_000_000  # floats: user-categorical × item crosses precomputed per (value, item) up to this

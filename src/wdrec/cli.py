@@ -8,7 +8,6 @@ import sys
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser
 
-from wdrec.data.datamodule import InteractionDataModule
 from wdrec.data.schema import DataError
 from wdrec.data.sources.base import SourceUnavailable
 from wdrec.export.callback import RegisterModel
@@ -34,6 +33,8 @@ class WdrecCLI(WideDeepCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_lightning_class_args(RegisterModel, "registry")
+        # `data:` takes the in-memory module's arguments directly, or a class_path (streaming).
+        parser.set_defaults({"data": {"class_path": "wdrec.data.datamodule.InteractionDataModule"}})
 
     def before_instantiate_classes(self) -> None:
         """Reach the tracking store before any data is read: an unreachable one stops in seconds."""
@@ -96,7 +97,8 @@ def run(args: list[str] | None = None, subcommand: bool = True) -> WdrecCLI:
     quiet_known_warnings()
     return WdrecCLI(
         WideDeepModule,
-        InteractionDataModule,
+        None,
+        subclass_mode_data=True,
         save_config_callback=LogConfigToMLflow,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"logger": lazy_instance(MLflowTracking)},

@@ -226,3 +226,19 @@ def test_missing_ids_name_file_row_group_and_column(tmp_path):
 def test_a_history_feature_is_refused():
     with pytest.raises(ValueError, match="history.*InteractionDataModule"):
         StreamingDataModule("log.parquet", features=[Field("history", "user", kind="history")])
+
+
+def test_configs_streaming_trains_and_registers_through_wdrec_fit(files, tmp_path, monkeypatch) -> None:
+    from wdrec.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = Path(__file__).resolve().parents[2] / "configs" / "streaming.yaml"
+    cli = run(["fit", "--config", str(config), f"--data.init_args.interactions={files['log']}",
+               f"--data.init_args.users={files['users']}", f"--data.init_args.items={files['items']}",
+               f"--data.init_args.validation={files['val']}", "--data.init_args.batch_size=500",
+               "--trainer.enable_progress_bar=false", "--diagnostics.enabled=false"])  # fmt: skip
+    assert isinstance(cli.datamodule, StreamingDataModule)
+    assert cli.trainer.state.finished and 0.0 <= float(cli.trainer.callback_metrics["val_auc"]) <= 1.0
+    bundle = tmp_path / "bundles" / cli.trainer.logger.run_id
+    assert (bundle / "weights.safetensors").is_file()  # the registered model's bundle

@@ -52,15 +52,13 @@ def wdrec() -> list[str]:
 def fit_args(*extra: str) -> list[str]:
     """A real fit of the default job, cut short: EPOCHS epochs of BATCHES batches, 100 users ranked.
 
-    A second ModelCheckpoint saves in ``checkpoints/progress`` at step 1.5 x BATCHES: in the
-    middle of the second epoch, which is how the test knows when to kill. ``save_top_k=-1``
-    keeps a checkpoint of every epoch, so that ``last.ckpt`` is written at every epoch's end:
-    Lightning 2.6 writes it only when a top-k checkpoint is written (an improved metric), so
-    with the default top-1 the uninterrupted run's last.ckpt would be its best epoch, not its end.
+    A further ModelCheckpoint saves in ``checkpoints/progress`` at step 1.5 x BATCHES: in the
+    middle of the second epoch, which is how the test knows when to kill. (``last.ckpt`` is
+    written at every epoch's end by the CLI's ``last_checkpoint``.)
     """
     return [*wdrec(), "fit", "--config", str(DEFAULT_CONFIG), f"--trainer.max_epochs={EPOCHS}",
             f"--trainer.limit_train_batches={BATCHES}", "--trainer.limit_val_batches=2", "--data.ranking_max_users=100",
-            "--trainer.enable_progress_bar=false", "--checkpoint.save_top_k=-1",
+            "--trainer.enable_progress_bar=false",
             "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.dirpath=checkpoints/progress",
             f"--trainer.callbacks.every_n_train_steps={BATCHES * 3 // 2}", "--trainer.callbacks.filename=progress-{step}",
             *extra]  # fmt: skip

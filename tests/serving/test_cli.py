@@ -51,9 +51,10 @@ def test_wdrec_serve_serves_the_champion_over_http(trained_run, tmp_path: Path) 
     assert "latency_ms" in access
 
 
-@pytest.mark.parametrize("case", ["corrupted", "unknown alias", "no model"])
+@pytest.mark.parametrize("case", ["corrupted", "unknown alias", "no model", "no candidates"])
 def test_wdrec_serve_refuses_a_bad_model_in_one_line(case: str, corrupted_bundle, trained_run, tmp_path: Path) -> None:  # noqa: ANN001
-    model = {"corrupted": ["--model", str(corrupted_bundle)], "unknown alias": ["--model", "models:/wdrec@nope"], "no model": []}[case]
+    model = {"corrupted": ["--model", str(corrupted_bundle)], "unknown alias": ["--model", "models:/wdrec@nope"], "no model": [],
+             "no candidates": ["--model", "models:/wdrec@champion", "--retrieval", "two_stage", "--candidates", "0"]}[case]  # fmt: skip
     result = subprocess.run(
         [*wdrec_serve(), *model, "--port", str(free_port())],
         env=serve_env(trained_run.tracking_uri), cwd=tmp_path, capture_output=True, text=True, timeout=120,
@@ -63,5 +64,5 @@ def test_wdrec_serve_refuses_a_bad_model_in_one_line(case: str, corrupted_bundle
     assert "Traceback" not in output
     last = output.splitlines()[-1]
     assert last.startswith("wdrec-serve: ")
-    expected = {"corrupted": "weights.safetensors", "unknown alias": "nope", "no model": "--model"}[case]
+    expected = {"corrupted": "weights.safetensors", "unknown alias": "nope", "no model": "--model", "no candidates": "WDREC_CANDIDATES"}[case]
     assert expected in last, output

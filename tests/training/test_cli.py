@@ -22,7 +22,8 @@ def test_print_config_shows_the_resolved_job(capsys: pytest.CaptureFixture[str])
         run(["fit", "--config", str(DEFAULT_CONFIG), "--print_config"])
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["data"]["source"]["class_path"] == "wdrec.data.sources.movielens.MovieLens"
+    assert config["data"]["class_path"] == "wdrec.data.datamodule.InteractionDataModule"
+    assert config["data"]["init_args"]["source"]["class_path"] == "wdrec.data.sources.movielens.MovieLens"
     assert config["model"]["wide_optimizer"]["class_path"] == "wdrec.training.ftrl.FTRL"
     assert config["checkpoint"]["monitor"] == "val_ndcg_10"
 

@@ -38,7 +38,46 @@ VIEW_OF = {"train": "train", "val": "train", "test": "test"}  # whose history ea
 Batch = dict[str, Tensor]
 
 
-class InteractionDataModule(L.LightningDataModule):
+class FeatureDataModule(L.LightningDataModule):
+    """What every wdrec data module tells the model and the trainer: sizes, task, shard.
+
+    Subclasses set ``feature_spec``, ``items_frame`` and ``target`` in ``_build``.
+    """
+
+    feature_spec: FeatureSpec
+    items_frame: pd.DataFrame
+    target: Target
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def layout(self) -> dict:
+        """Field layout and vocabulary sizes, linked into the model by the CLI."""
+        self._build()
+        return self.feature_spec.layout()
+
+    @property
+    def task(self) -> str:
+        return "regression" if self.target == "rating" else "binary"
+
+    @property
+    def output_bias(self) -> float:
+        """Where the network's output starts (linked into the model by the CLI): 0."""
+        return 0.0
+
+    @property
+    def num_items(self) -> int:
+        self._build()
+        return len(self.items_frame)
+
+    def _shard(self) -> tuple[int, int]:
+        """(rank, world size) of this process: the data it reads is its shard."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+class InteractionDataModule(FeatureDataModule):
     """Interaction logs → Wide&Deep feature batches.
 
     Args:
@@ -158,27 +197,16 @@ class InteractionDataModule(L.LightningDataModule):
             "position": torch.from_numpy(position),
         }
 
-    # ----------------------------------------------------- what the model needs
     @property
-    def layout(self) -> dict:
-        """Field layout and vocabulary sizes, linked into the model by the CLI."""
+    def output_bias(self) -> float:
+        """The mean training rating for the rating target (the regression head starts at the
+        global-mean baseline instead of 0, some 3.5 stars away); 0 for the binary targets."""
+        if self.target != "rating":
+            return 0.0
         self._build()
-        return self.feature_spec.layout()
-
-    @property
-    def task(self) -> str:
-        return "regression" if self.target == "rating" else "binary"
-
-    @property
-    def num_items(self) -> int:
-        self._build()
-        return len(self.items_frame)
+        return float(self.rows["train"]["label"].mean())
 
     # ------------------------------------------------------------ loaders
-    def _shard(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def _per_device(self, size: int) -> int:
         return max(1, size // self._shard()[1])
 

@@ -160,7 +160,8 @@ def default_embedding_dim(cardinality: int) -> int:
 
 # Two primes below 2**31: a * P1 + b * P2 stays below 2**63 for indices below 2**31,
 # so the hash never overflows int64 on any device.
-_P1, _P2 = 2_147_483_629, 1_000_000_007
+CROSS_PRIMES = (2_147_483_629, 1_000_000_007)  # serving/scoring.py decomposes the hash with them
+_P1, _P2 = CROSS_PRIMES
 _MISSING = -(1 << 40)  # code of a missing value: any pair with one stays negative, then clamps to 0
 
 

@@ -54,7 +54,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -64,7 +63,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from wdrec.data.datamodule import SEEN_COLUMN, PointwiseBatches
+from wdrec.data.datamodule import SEEN_COLUMN, FeatureDataModule, PointwiseBatches
 from wdrec.data.features import Cross, FeatureSpec, Field, SideTensors
 from wdrec.data.io import read_parquet
 from wdrec.data.schema import ITEM_ID, LABEL, RATING, USER_ID, DataError, canonical_side_table
@@ -438,7 +437,7 @@ def with_negatives(
 
 
 # ---------------------------------------------------------------- the module
-class StreamingDataModule(L.LightningDataModule):
+class StreamingDataModule(FeatureDataModule):
     """Interaction Parquet larger than memory → Wide&Deep feature batches.
 
     Args:
@@ -562,27 +561,7 @@ class StreamingDataModule(L.LightningDataModule):
                 return pa.array(self.feature_spec.vocabularies[fld.name], pa.string())
         return None
 
-    # ----------------------------------------------------- what the model needs
-    @property
-    def layout(self) -> dict:
-        """Field layout and vocabulary sizes, linked into the model by the CLI."""
-        self._build()
-        return self.feature_spec.layout()
-
-    @property
-    def task(self) -> str:
-        return "regression" if self.target == "rating" else "binary"
-
-    @property
-    def num_items(self) -> int:
-        self._build()
-        return len(self.items_frame)
-
     # ------------------------------------------------------------ loaders
-    def _shard(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def train_dataloader(self) -> DataLoader:
         self._build()
         rank, world_size = self._shard()

@@ -14,7 +14,6 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from wdrec.data.io import atomic_write_text
 from wdrec.export.bundle import METADATA, write_bundle
-from wdrec.export.registry import log_pyfunc_model, register
 from wdrec.model.widedeep import WideDeep
 
 
@@ -53,6 +52,9 @@ class RegisterModel(L.Callback):
             self.bundle_root / logger.run_id, best_network(trainer, pl_module), datamodule.feature_spec,
             datamodule.users_frame, datamodule.items_frame, metadata,
         )  # fmt: skip
+        # Imported here: MLflow takes 1.5 s to import, and `wdrec fit` without a registry never needs it.
+        from wdrec.export.registry import log_pyfunc_model, register
+
         registration = register(log_pyfunc_model(bundle, logger.run_id), self.name, self.metric, value, self.mode)
         metadata_path = bundle / METADATA
         atomic_write_text(metadata_path, json.dumps({**json.loads(metadata_path.read_text()), "version": registration.version}, indent=2))

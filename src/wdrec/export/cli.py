@@ -12,11 +12,11 @@ import pickle
 import sys
 from pathlib import Path
 
+import lightning as L
 import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from wdrec.data.datamodule import InteractionDataModule
 from wdrec.data.features import FeatureSpec
 from wdrec.export.bundle import write_bundle
 from wdrec.model.widedeep import WideDeep, WideDeepConfig
@@ -40,12 +40,14 @@ def export_checkpoint(checkpoint_path: Path, output: Path, config_path: Path | N
     return write_bundle(output, net.eval(), spec, datamodule.users_frame, datamodule.items_frame, metadata)
 
 
-def datamodule_from_config(config: dict) -> InteractionDataModule:
-    """Instantiate the ``data`` section of a ``wdrec fit`` config."""
+def datamodule_from_config(config: dict) -> L.LightningDataModule:
+    """Instantiate the ``data`` section of a ``wdrec fit`` config (arguments, or a class_path)."""
+    data = config.get("data", {})
+    if "class_path" not in data:
+        data = {"class_path": "wdrec.data.datamodule.InteractionDataModule", "init_args": data}
     parser = ArgumentParser()
-    parser.add_class_arguments(InteractionDataModule, "data")
-    parsed = parser.parse_object({"data": config.get("data", {})})
-    datamodule = parser.instantiate_classes(parsed).data
+    parser.add_subclass_arguments(L.LightningDataModule, "data")
+    datamodule = parser.instantiate_classes(parser.parse_object({"data": data})).data
     datamodule.prepare_data()
     datamodule.setup("predict")
     return datamodule

@@ -81,6 +81,12 @@ class Scorer:
         rows = self._seen_rows[self._seen_offsets[user_row] : self._seen_offsets[user_row + 1]]
         return torch.from_numpy(rows[rows >= 0])
 
+    def seen_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user row, catalogue row) of every interaction the bundle holds, for co-occurrence."""
+        users = np.repeat(np.arange(len(self.user_index)), np.diff(self._seen_offsets))
+        known = self._seen_rows >= 0
+        return users[known], self._seen_rows[known]
+
     def encode_user_features(self, features: Mapping[str, Any]) -> SideTensors:
         """A cold-start user: unknown id, the given raw features (missing ones unknown)."""
         frame = pd.DataFrame([{USER_ID: "", **features}])

@@ -79,6 +79,7 @@ class WideDeepConfig:
     use_wide: bool = True
     use_deep: bool = True
     init: Literal["auto", "standard_normal"] = "auto"  # standard_normal: N(0, 1), the classic failure, for diagnostics
+    output_bias: float = 0.0  # the deep head's starting bias: the mean rating for regression, so training starts there
 
     def __post_init__(self) -> None:
         if isinstance(self.user, dict):
@@ -252,7 +253,8 @@ class WideDeep(nn.Module):
     def _init_weights(self) -> None:
         """Initialisation follows the activation (He for the ReLU family, Glorot for
         tanh/logistic, LeCun for SELU); the wide weights start at zero like any linear
-        model's, and embeddings at N(0, 1/dim) so each vector has norm about 1."""
+        model's, and embeddings at N(0, 1/dim) so each vector has norm about 1. The output
+        starts at ``output_bias`` (through the deep head: FTRL sets the wide bias itself)."""
         activation = self.config.activation
         for module in self.modules():
             if isinstance(module, Block):
@@ -274,7 +276,7 @@ class WideDeep(nn.Module):
             nn.init.zeros_(self.wide.weight)
         if self.over.head is not None:
             nn.init.xavier_normal_(self.over.head.weight)
-            nn.init.zeros_(self.over.head.bias)
+            nn.init.constant_(self.over.head.bias, self.config.output_bias)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         wide = self.wide(batch) if self.wide is not None else None

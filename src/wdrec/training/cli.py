@@ -1,7 +1,8 @@
 """The Lightning CLI for wdrec: ``fit``, ``validate``, ``test``, ``predict``.
 
 Data sizes are linked into the model at instantiation, checkpointing and early stopping
-are always on (configurable under ``checkpoint.*`` and ``early_stopping.*``), so are the
+are always on (configurable under ``checkpoint.*`` (best), ``last_checkpoint.*`` and
+``early_stopping.*``), so are the
 training diagnostics (``diagnostics.*``, see :mod:`wdrec.training.diagnostics`), runs are
 tracked in MLflow (``trainer.logger``), and the resolved config is logged into the run.
 """
@@ -22,16 +23,15 @@ class WideDeepCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.layout", "model.layout", apply_on="instantiate")
         parser.link_arguments("data.task", "model.task", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.dirpath": "checkpoints",
-                "checkpoint.filename": "best-{epoch:02d}",
-                "checkpoint.monitor": "val_ndcg_10",
-                "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
-            }
-        )
+        parser.link_arguments("data.output_bias", "model.output_bias", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")  # the best epoch, for export
+        parser.set_defaults({"checkpoint.dirpath": "checkpoints", "checkpoint.filename": "best-{epoch:02d}",
+                             "checkpoint.monitor": "val_ndcg_10", "checkpoint.mode": "max"})  # fmt: skip
+        # Every epoch's end, overwritten, for `--ckpt_path last`: Lightning's own save_last only
+        # writes when the monitored metric improves, so a resume could restart epochs back.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.dirpath": "checkpoints", "last_checkpoint.filename": "last",
+                             "last_checkpoint.enable_version_counter": False})  # fmt: skip
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults({"early_stopping.monitor": "val_ndcg_10", "early_stopping.mode": "max",
                              "early_stopping.patience": 3})  # fmt: skip

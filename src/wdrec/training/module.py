@@ -45,6 +45,10 @@ class WideDeepModule(L.LightningModule):
         wide_l1, wide_l2, deep_l1, deep_l2: penalties added to the loss, per part.
         regression_loss: ``mse``, ``mae`` or ``huber`` (regression task).
         top_k: K of the ranking metrics.
+        output_bias: the network's starting output (``data.output_bias``, linked by the CLI:
+            the mean training rating for regression, 0 otherwise).
+        compile: compile the network with ``torch.compile`` when the trainer sets the model
+            up (worth it on GPU with large batches; state dict keys are unchanged).
     """
 
     def __init__(
@@ -68,6 +72,8 @@ class WideDeepModule(L.LightningModule):
         deep_l2: float = 0.0,
         regression_loss: Literal["mse", "mae", "huber"] = "mse",
         top_k: int = 10,
+        compile: bool = False,
+        output_bias: float = 0.0,
     ) -> None:
         super().__init__()
         if layout is None:
@@ -76,6 +82,7 @@ class WideDeepModule(L.LightningModule):
         config = WideDeepConfig.from_layout(
             layout, hidden=hidden or [256, 128, 64], activation=activation, dropout=dropout, batchnorm=batchnorm,
             task=task, output_activation=output_activation, use_wide=use_wide, use_deep=use_deep, init=init,
+            output_bias=output_bias,
         )  # fmt: skip
         self.net = WideDeep(config)
         self.wide_optimizer, self.deep_optimizer, self.scheduler = wide_optimizer, deep_optimizer, scheduler
@@ -90,6 +97,10 @@ class WideDeepModule(L.LightningModule):
         self.pointwise = torch.nn.ModuleDict({stage: pointwise.clone(prefix=f"{stage}_") for stage in STAGES})
         self.losses = torch.nn.ModuleDict({stage: MeanMetric() for stage in STAGES})
         self.ranking = torch.nn.ModuleDict({stage: TopKRanking(top_k) for stage in STAGES})
+
+    def configure_model(self) -> None:
+        if self.hparams.compile:
+            self.net.compile()  # in place: parameter names, checkpoints and bundles stay the same
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -180,9 +191,9 @@ class WideDeepModule(L.LightningModule):
         self._log_ranking("test")
 
     def _log_ranking(self, stage: str) -> None:
-        if self.net.config.task != "binary":
-            return  # ratings are evaluated pointwise only
         metric = self.ranking[stage]
+        if self.net.config.task != "binary" or not metric.update_called:
+            return  # ratings are evaluated pointwise only; a streaming data module has no ranking loader
         values = metric.compute()  # already reduced over ranks; sync_dist only keeps Lightning content
         self.log_dict({f"{stage}_{name}_{self.top_k}": value for name, value in values.items()}, sync_dist=True)
         metric.reset()
