@@ -59,6 +59,14 @@ def test_layout_is_ready_right_after_construction(data_dir, movielens_features):
     assert dm.num_items == NUM_ITEMS  # the whole catalogue, items never rated in train included
 
 
+def test_the_output_starts_at_the_mean_training_rating_for_the_rating_target(data_dir, dm):
+    rating = InteractionDataModule(MovieLens("100k"), split="random", target="rating", data_dir=str(data_dir))
+    rating.setup("fit")
+    expected = rating.splits.train["label"].mean()
+    assert rating.output_bias == pytest.approx(expected) and 3.4 < expected < 3.7
+    assert dm.output_bias == 0.0  # binary targets: logits start at 0
+
+
 def test_train_batch_has_the_whole_layout(dm):
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
 

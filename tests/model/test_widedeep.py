@@ -376,6 +376,12 @@ def test_regression_output_activation(output_activation):
         assert (out < 0).all()
 
 
+def test_regression_output_starts_at_the_given_bias():
+    net = WideDeep(make_config(task="regression", output_bias=3.53)).eval()
+    assert float(net.over.head.bias) == pytest.approx(3.53)
+    assert float(net.predict(make_batch(256, seed=9)).mean()) == pytest.approx(3.53, abs=0.5)  # not 0, 3.5 stars off
+
+
 # ----------------------------------------------------------------------------- parameter groups
 
 
