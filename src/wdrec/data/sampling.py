@@ -60,12 +60,13 @@ class NegativeSampler:
     def draw(self, users: Tensor, generator: torch.Generator) -> Tensor:
         """One negative item per entry of ``users``, in place; -1 where none was found."""
         items = self._draw(len(users), generator)
+        pending = torch.nonzero(self.is_positive(users, items)).squeeze(1)  # draws that hit a positive
         for _ in range(self.max_rounds):
-            clash = self.is_positive(users, items)
-            if not clash.any():
+            if not len(pending):
                 return items
-            items[clash] = self._draw(int(clash.sum()), generator)
-        return items.masked_fill_(self.is_positive(users, items), -1)
+            items[pending] = self._draw(len(pending), generator)
+            pending = pending[self.is_positive(users[pending], items[pending])]  # only redrawn ones can clash
+        return items.index_fill_(0, pending, -1)
 
     def _draw(self, n: int, generator: torch.Generator) -> Tensor:
         if self.cdf is None:
