@@ -1,4 +1,4 @@
-"""What every benchmark script shares: the machine description and the JSON output."""
+"""What every benchmark script shares: the machine description, the JSON output, top-K recall."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,10 @@ def write_json(path: str | Path, results: dict[str, Any], argv: list[str]) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def top_k_recall(full: Mapping[str, Collection[str]], two_stage: Mapping[str, Collection[str]]) -> float:
+    """Share of the full ranking's top K that two-stage serving returns, over ``full``'s users:
+    the candidate stage's recall, since stage two ranks with the same scores."""
+    hits = sum(len(set(items) & set(two_stage[user])) for user, items in full.items())
+    return round(hits / sum(len(items) for items in full.values()), 4)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_json  # noqa: E402
+from _common import top_k_recall, write_json  # noqa: E402
 
 from serving.model_store import load_model  # noqa: E402
 from serving.recommender import recommend  # noqa: E402
@@ -54,8 +54,7 @@ def main() -> None:
     for size in args.candidates:
         two_stage = load_model(args.bundle, candidates=size)
         got, ms = timed_top_k(two_stage, users)
-        recall = sum(len(reference[u] & got[u]) for u in users) / sum(len(reference[u]) for u in users)
-        runs.append({"candidates": size, "recall_at_10": round(recall, 4), "cpu_ms_per_request": ms})
+        runs.append({"candidates": size, "recall_at_10": top_k_recall(reference, got), "cpu_ms_per_request": ms})
         print(runs[-1], flush=True)
     results = {"bundle": args.bundle, "n_items": full.info.num_items, "users": len(users), "full_cpu_ms_per_request": full_ms,
                "two_stage": runs}  # fmt: skip

@@ -73,7 +73,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, write_json  # noqa: E402
+from _common import REPO_ROOT, top_k_recall, write_json  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
 BIN = Path(sys.executable).parent
@@ -472,13 +472,6 @@ def top_k_lists(server: Server, users: list[str], timeout: float) -> dict[str, l
     return found
 
 
-def recall(full: dict[str, list[str]], two_stage: dict[str, list[str]]) -> float:
-    """Share of the full ranking's top K that two-stage serving returns: the candidate stage's recall,
-    since stage two ranks with the same scores."""
-    hits = sum(len(set(full[user]) & set(two_stage[user])) for user in full)
-    return round(hits / sum(len(items) for items in full.values()), 4)
-
-
 def user_sequence(users: list[str], seed: int) -> list[str]:
     rng = random.Random(seed)
     return [rng.choice(users) for _ in range(USER_SEQUENCE)]
@@ -629,7 +622,7 @@ def run(args: argparse.Namespace, workdir: Path, env: dict[str, str]) -> dict:
                 entry |= scenario
                 full_top = top
             else:
-                entry["two_stage"] = scenario | {"recall_at_10": recall(full_top, top), "recall_users": len(top)}
+                entry["two_stage"] = scenario | {"recall_at_10": top_k_recall(full_top, top), "recall_users": len(top)}
         results["catalogue"][str(n_items)] = entry
         results["setup_seconds"][f"fit_catalogue_{n_items}"] = fit_s
         shutil.rmtree(directory / "checkpoints", ignore_errors=True)  # ~1 GB for 1M items, with optimizer state

@@ -166,9 +166,9 @@ def plain_loop(cli, steps: int, warmup: int, precision: str, compile_net: bool) 
 
 def measure(configs: list[Path], steps: int, warmup: int, precision: str, compile_net: bool) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
-        compile_start = time.perf_counter()
+        started = time.perf_counter()
         timer, cli = wdrec_fit(configs, steps, warmup, precision, compile_net, Path(workdir))
-        wdrec_total = time.perf_counter() - compile_start
+        wdrec_total = time.perf_counter() - started
         plain = plain_loop(cli, steps, warmup, precision, compile_net)
     wdrec_rate = timer.samples / timer.elapsed
     result = {
