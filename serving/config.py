@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     torch_threads: int = Field(1, ge=1)  # 1: on small shared machines more threads only wait on each other
     score_threads: int = Field(1, ge=1)  # scoring calls running at once (worker threads; see routers/recommendations.py)
+    # A model whose recommendation takes less than this (ModelInfo.request_ms) is scored on the event loop: no thread hop
+    inline_score_ms: float = Field(5.0, ge=0)
     fast_path: bool = True  # score with the precomputed CatalogueScorer when it matches Scorer.score_user
     # "two_stage": rank only `candidates` items from serving.retrieval per request (catalogues too large to score whole)
     retrieval: Literal["full", "two_stage"] = "full"

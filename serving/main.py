@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
-import anyio
 import torch
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -30,9 +30,13 @@ log = logging.getLogger("wdrec.serving")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store: ModelStore = app.state.store
+    # torch's thread count is a per-thread setting (OpenMP): a thread that never set it uses
+    # every core. Scoring runs here, on the event loop (quick models), or on threads of its own.
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.torch_threads)
-    app.state.score_limiter = anyio.CapacityLimiter(settings.score_threads)
+    app.state.score_executor = ThreadPoolExecutor(
+        settings.score_threads, "wdrec-score", initializer=torch.set_num_threads, initargs=(settings.torch_threads,)
+    )
     poller = None
     try:
         if store.uri:
@@ -47,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+        app.state.score_executor.shutdown(wait=False, cancel_futures=True)
         torch.set_num_threads(threads)
 
 

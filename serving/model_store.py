@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ class ModelInfo:
     loaded_at: str
     fast_path: bool
     retrieval: str  # "full", or "two_stage(N)": N candidates ranked per request
+    request_ms: float = 0.0  # one top-10 recommendation's compute, timed at load (median of 3)
 
 
 @dataclass(eq=False)
@@ -72,10 +75,16 @@ class LoadedModel:
     retriever: CandidateGenerator | None = field(default=None, repr=False)  # two-stage: candidates, then ranking
     user_row: dict[str, int] = field(default_factory=dict, repr=False)  # user id -> row of scorer.users
 
-    def score(self, user: SideTensors, rows: Tensor | None = None) -> Tensor:
-        """One user's scores for the catalogue (``rows=None``) or the given catalogue rows."""
+    def score(
+        self, user: SideTensors, rows: Tensor | None = None, user_row: int | None = None, skip: Tensor | None = None
+    ) -> Tensor:
+        """One user's scores for the catalogue (``rows=None``) or the given catalogue rows.
+
+        ``user_row``: the known user's row; ``skip``: catalogue rows whose scores the caller
+        discards (see :meth:`CatalogueScorer.score`).
+        """
         if self.fast is not None:
-            return self.fast.score(user, rows)
+            return self.fast.score(user, rows, user_row, skip)
         return self.scorer.score_user(user, rows)
 
 
@@ -123,7 +132,21 @@ def load_model(uri: str, fast_path: bool = True, candidates: int | None = None) 
         retrieval=f"two_stage({candidates})" if retriever is not None else "full",
     )
     user_row = {user: row for row, user in enumerate(scorer.user_index.tolist())}
-    return LoadedModel(info, scorer, catalogue, blank, fast, retriever, user_row)
+    model = LoadedModel(info, scorer, catalogue, blank, fast, retriever, user_row)
+    return replace(model, info=replace(info, request_ms=_time_request(model)))
+
+
+def _time_request(model: LoadedModel, repeats: int = 3) -> float:
+    """Milliseconds one recommendation takes (a known user, else a cold start): the median of ``repeats``."""
+    from serving.recommender import recommend  # the request path itself; it imports this module
+
+    user = next(iter(model.user_row), "")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        recommend(model, user, 10)
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1000, 3)
 
 
 def _resolve(uri: str) -> tuple[Path, dict[str, str]]:
@@ -145,10 +168,10 @@ def _fast_scorer(scorer: Scorer, blank: SideTensors) -> CatalogueScorer | None:
     except Unsupported as why:
         log.info("scoring with Scorer.score_user: the fast path does not cover %s", why)
         return None
-    users = [blank]
+    users: list[tuple[SideTensors, int | None]] = [(blank, None)]
     if len(scorer.user_index):
         longest = int(torch.tensor([len(h) for h in scorer.bundle.users["seen"].head(64)]).argmax())
-        users.append(scorer.users.take(torch.tensor([longest])))
+        users.append((scorer.users.take(torch.tensor([longest])), longest))
     difference = fast.verify(scorer, users)
     if not difference <= FAST_PATH_TOLERANCE:
         log.warning("fast path differs from Scorer.score_user by %.3g; scoring with Scorer.score_user", difference)
@@ -160,9 +183,10 @@ def _probe(scorer: Scorer, fast: CatalogueScorer | None, blank: SideTensors) -> 
     """Score one known user (or the blank user) against a few items: finite, and in [0, 1] for binary."""
     if not len(scorer.item_ids):
         raise ModelLoadError(f"{scorer.bundle.metadata.get('run_id', 'bundle')}: the catalogue is empty")
-    user = scorer.users.take(torch.tensor([0])) if len(scorer.user_index) else blank
+    user_row = 0 if len(scorer.user_index) else None
+    user = blank if user_row is None else scorer.users.take(torch.tensor([user_row]))
     rows = torch.arange(min(PROBE_ITEMS, len(scorer.item_ids)))
-    scores = (fast.score(user, rows) if fast is not None else scorer.score_user(user, rows)).float()
+    scores = (fast.score(user, rows, user_row) if fast is not None else scorer.score_user(user, rows)).float()
     if not bool(torch.isfinite(scores).all()):
         raise ModelLoadError("probe request failed: the model returns non-finite scores")
     if scorer.task == "binary" and not bool(((scores >= 0) & (scores <= 1)).all()):

@@ -249,7 +249,7 @@ def recommend(
         blocked = ~allowed if blocked is None else blocked | ~allowed
     if rows is None and model.retriever is not None:
         rows = model.retriever.candidates(seen, blocked, minimum=k)
-    scores = model.score(user, rows)  # (N,) or (len(rows),)
+    scores = model.score(user, rows, row, blocked)  # (N,) or (len(rows),)
     if blocked is not None:
         scores = scores.masked_fill(blocked if rows is None else blocked[rows], -math.inf)
     order = top_k(scores, k)
@@ -281,5 +281,5 @@ def score(
     """Scores for ``item_ids`` in request order, and whether the user was a cold start."""
     rows = model.catalogue.rows(item_ids, "item_ids")
     user, row, _ = user_side(model, user_id, user_features)
-    values = model.score(user, rows) if len(rows) else torch.zeros(0)
+    values = model.score(user, rows, row) if len(rows) else torch.zeros(0)
     return values.tolist(), row is None

@@ -148,6 +148,7 @@ class ModelResponse(BaseModel):
     source: str
     fast_path: bool
     retrieval: str = Field(description='"full" (each request scores the whole catalogue) or "two_stage(N)" (N candidates, then ranked)')
+    request_ms: float = Field(description="compute time of one top-10 recommendation, measured when the model loaded")
 
 
 class ReloadRequest(_Request):

@@ -10,11 +10,15 @@ work once per loaded model and leaves only the user's share per request:
 
 - **wide**: ``bias + Σ w[user ids] + Σ w[item ids] + Σ w[cross ids]``. The item sum is
   precomputed per item; the user sum is one scalar, minus the candidate itself when it
-  sits in the user's history (``FeatureSpec`` masks it out); a user × item cross is a
-  gather from a per-cross table, its hash split into a per-user-value and a per-item part.
+  sits in the user's history (``FeatureSpec`` masks it out); a user × item cross reads
+  a (user value, item) table of its sums, precomputed while that stays small (else it is a
+  gather from a per-cross table, its hash split into a per-user-value and a per-item part).
 - **deep**: the first layer is linear and already applied per side by ``DeepArch``; the
   item side ``W_item · x_item`` is precomputed (N, H), the user side is one row, and the
   rest of the MLP runs through the network's own blocks.
+- **known users**: their features are fixed in the bundle, so while it fits a budget their
+  wide logits (U, N) and their share of the first deep layer (U, H) are computed at load;
+  a request for one runs the MLP and little else (cold starts take the general path).
 
 It mirrors ``FeatureSpec`` (wide offsets, cross hashing, history masking), so it is only
 trusted after :meth:`CatalogueScorer.verify` agrees with ``Scorer.score_user`` on real
@@ -37,7 +41,9 @@ from wdrec.export.scorer import Scorer
 _P1, _P2 = CROSS_PRIMES
 CHUNK = 16384  # catalogue rows per precompute step, to bound peak memory on large catalogues
 DEEP_BLOCK = 4096  # catalogue rows per step of the deep part at request time (activations stay in cache)
-PER_VALUE_BUDGET = 4_000_000  # floats: user-categorical × item crosses precomputed per (value, item) up to this
+PER_VALUE_BUDGET = 4_000_000  # floats: a user-field × item cross is precomputed per (value, item) up to this
+KNOWN_USER_BUDGET = 16_000_000  # floats: the known users' share of the first deep layer is precomputed up to this
+KNOWN_WIDE_BUDGET = 4_000_000  # floats: the known users' wide logits for every item are precomputed up to this
 
 
 class Unsupported(ValueError):
@@ -101,8 +107,9 @@ class CatalogueScorer:
 
     Raises :class:`Unsupported` at construction when the spec holds a feature it does not
     decompose: a cross of a history with another user field. A history bag in the deep part
-    is decomposed: the user's share of the first layer is computed once, and again, without
-    the candidate, for the few candidates that sit in the user's own history.
+    is decomposed: the user's share of the first layer is computed once (for known users, at
+    load), and again, without the candidate, for the few candidates that sit in the user's
+    own history.
     """
 
     def __init__(self, scorer: Scorer) -> None:
@@ -147,6 +154,17 @@ class CatalogueScorer:
                     item = F.linear(deep.item(batch), weight[:, deep.user_width :])  # (n, H)
                     self.item_hidden[rows] = item * self.layers[0].scale
             self.crosses = self._prepare_crosses() if self.wide is not None else []
+            self.known_wide = None  # (U, N): each known user's wide logits (their features are fixed in the bundle)
+            if self.wide is not None and len(scorer.users) * n <= KNOWN_WIDE_BUDGET:
+                self.known_wide = torch.stack([
+                    self._wide(scorer.users.take(torch.tensor([row])), None, self.candidate) for row in range(len(scorer.users))
+                ])
+            self.known_hidden = None  # (U, H): each known user's share of the first deep layer
+            if deep is not None and deep.user_width and len(scorer.users) * weight.shape[0] <= KNOWN_USER_BUDGET:
+                self.known_hidden = torch.cat([
+                    self._user_hidden(scorer.users.take(torch.arange(start, min(len(scorer.users), start + CHUNK))))
+                    for start in range(0, len(scorer.users), CHUNK)
+                ])
 
     # ------------------------------------------------------------------ setup
     def _check_supported(self) -> None:
@@ -176,19 +194,22 @@ class CatalogueScorer:
                 continue
             user_first = first.side == "user"
             user_field, item_field = (first, second) if user_first else (second, first)
+            user_codes = table.left if user_first else table.right  # (V,)
             item_codes = (table.right if user_first else table.left)[self._item_values(item_field.name)]  # (N, Li)
-            card = spec.cardinality(user_field.name)
-            if not user_field.is_bag and card * len(self.items) <= PER_VALUE_BUDGET:
-                # One user value per request: precompute the cross's sum for every (value, item).
-                codes = (table.left if user_first else table.right).view(-1, 1, 1)  # (V, 1, 1)
-                per_value = torch.stack([table.table[codes[v] + item_codes].sum(1) for v in range(card)])  # (V, N)
-                plans.append(("per_value", user_field, per_value))
-                continue
             self_pairs = None
             if user_field.kind == "history":
                 # The candidate is masked out of its own history: precompute the (candidate, item) pair sum.
-                own = (table.left if user_first else table.right)[self.candidate].unsqueeze(1)  # (N, 1)
-                self_pairs = table.table[own + item_codes].sum(1)  # (N,)
+                self_pairs = table.table[user_codes[self.candidate].unsqueeze(1) + item_codes].sum(1)  # (N,)
+            card = spec.cardinality(user_field.name)
+            if card * len(self.items) <= PER_VALUE_BUDGET:
+                # The cross's sum for every (user value, item): a request adds up one row per user value.
+                step = max(1, CHUNK * 64 // item_codes.numel())  # values per step: about 1M gathered weights
+                per_value = torch.cat([
+                    table.table[user_codes[v : v + step].view(-1, 1, 1) + item_codes].sum(2) for v in range(0, card, step)
+                ])  # (V, N)
+                per_value[0] = 0.0  # value 0 (unknown, padding) crosses nothing
+                plans.append(("per_value", user_field, per_value, self_pairs))
+                continue
             plans.append(("user_item", user_field, user_first, table, item_codes, self_pairs))
         return plans
 
@@ -212,14 +233,23 @@ class CatalogueScorer:
 
     # ---------------------------------------------------------------- scoring
     @torch.inference_mode()
-    def score(self, user: SideTensors, rows: Tensor | None = None) -> Tensor:
-        """Scores (probabilities, or ratings for a regression model) for ``rows`` (default: all)."""
+    def score(
+        self, user: SideTensors, rows: Tensor | None = None, user_row: int | None = None, skip: Tensor | None = None
+    ) -> Tensor:
+        """Scores (probabilities, or ratings for a regression model) for ``rows`` (default: all).
+
+        ``user_row``: the user's row in the bundle's users table, when ``user`` is that row
+        (its precomputed wide logits and share of the deep part are used). ``skip``: a catalogue mask of rows
+        whose scores the caller throws away (seen, excluded); those may come back inexact.
+        """
         candidate = self.candidate if rows is None else self.candidate[rows]
         out = None
-        if self.wide is not None:
+        if self.known_wide is not None and user_row is not None:
+            out = self.known_wide[user_row] if rows is None else self.known_wide[user_row, rows]
+        elif self.wide is not None:
             out = self._wide(user, rows, candidate)
         if self.net.deep is not None:
-            deep = self._deep(user, rows)
+            deep = self._deep(user, rows, user_row, skip)
             out = deep if out is None else out + deep
         if self.relu_output:
             out = F.relu(out)
@@ -243,22 +273,22 @@ class CatalogueScorer:
                 own[0] = 0.0
                 per_item = per_item - own.index_select(0, candidate)
         for plan in self.crosses:
-            if plan[0] == "per_value":
-                _, user_field, per_value = plan
-                value = int(self._user_values(spec, user, user_field.name)[0])
-                per_item = per_item + (per_value[value] if rows is None else per_value[value, rows])
-                continue
             if plan[0] == "user":
                 _, cross, table = plan
                 a, b = (self._user_values(spec, user, name) for name in cross.fields)
                 constant = constant + table.table[table.left[a].unsqueeze(1) + table.right[b].unsqueeze(0)].sum()
                 continue
-            _, user_field, user_first, table, item_codes, self_pairs = plan
+            user_field, self_pairs = plan[1], plan[-1]
             values = self._user_values(spec, user, user_field.name)  # (Lu,)
             values = values[values > 0]
-            codes = (table.left if user_first else table.right)[values]  # (Lu,)
-            item_codes = item_codes if rows is None else item_codes[rows]
-            per_item = per_item + torch.take(table.table, item_codes.unsqueeze(1) + codes.view(1, -1, 1)).sum((1, 2))
+            if plan[0] == "per_value":
+                summed = plan[2].index_select(0, values).sum(0)  # (N,)
+                per_item = per_item + (summed if rows is None else summed[rows])
+            else:
+                _, _, user_first, table, item_codes, _ = plan
+                codes = (table.left if user_first else table.right)[values]  # (Lu,)
+                item_codes = item_codes if rows is None else item_codes[rows]
+                per_item = per_item + torch.take(table.table, item_codes.unsqueeze(1) + codes.view(1, -1, 1)).sum((1, 2))
             if self_pairs is not None and len(values):
                 count = torch.zeros(spec.cardinality(user_field.name)).index_add_(0, values, torch.ones(len(values)))
                 count[0] = 0.0
@@ -266,7 +296,7 @@ class CatalogueScorer:
                 per_item = per_item - count.index_select(0, candidate) * pairs
         return constant + per_item
 
-    def _deep(self, user: SideTensors, rows: Tensor | None) -> Tensor:
+    def _deep(self, user: SideTensors, rows: Tensor | None, user_row: int | None, skip: Tensor | None) -> Tensor:
         """The deep part's output logits (N,), ``DEEP_BLOCK`` rows at a time.
 
         In blocks the (rows, H) activations stay in cache and are reused; over the whole
@@ -275,7 +305,8 @@ class CatalogueScorer:
         per request at once, 1.05 s in blocks; the same numbers, bit for bit).
         """
         n = len(self.candidate) if rows is None else len(rows)
-        user_h = self._user_hidden(user)  # (1, H)
+        known = self.known_hidden is not None and user_row is not None
+        user_h = self.known_hidden[user_row : user_row + 1] if known else self._user_hidden(user)  # (1, H)
         out = torch.empty(n, dtype=self.deep_bias.dtype)
         for start in range(0, n, DEEP_BLOCK):
             stop = min(n, start + DEEP_BLOCK)
@@ -285,7 +316,10 @@ class CatalogueScorer:
         values = self._history_values(user)
         if len(values):
             candidate = self.candidate if rows is None else self.candidate[rows]
-            at = torch.nonzero(torch.isin(candidate, values)).squeeze(1)
+            rescore = torch.isin(candidate, values)
+            if skip is not None:
+                rescore &= ~(skip if rows is None else skip[rows])
+            at = torch.nonzero(rescore).squeeze(1)
             if len(at):
                 masked = self._user_hidden(user, without=values)  # (V, H): one row per history value
                 user_rows = masked[torch.searchsorted(values, candidate[at])]
@@ -293,8 +327,9 @@ class CatalogueScorer:
         return out
 
     def _user_hidden(self, user: SideTensors, without: Tensor | None = None) -> Tensor:
-        """Bias plus the user's share of the first deep layer, (1, H); with ``without`` (V,),
-        one row per value, that value masked out of the user's deep histories: (V, H)."""
+        """Bias plus the users' share of the first deep layer, (B, H) for B users; with
+        ``without`` (V,) and one user, one row per value, that value masked out of the user's
+        deep histories: (V, H)."""
         deep = self.net.deep
         if not deep.user_width:
             return self.deep_bias.unsqueeze(0)
@@ -329,12 +364,12 @@ class CatalogueScorer:
         return torch.unique(values[values > 0])
 
     # ------------------------------------------------------------ validation
-    def verify(self, scorer: Scorer, users: list[SideTensors], atol: float = 1e-5) -> float:
-        """Largest difference from ``Scorer.score_user`` over the catalogue for ``users``."""
+    def verify(self, scorer: Scorer, users: list[tuple[SideTensors, int | None]]) -> float:
+        """Largest difference from ``Scorer.score_user`` over the catalogue for ``(user, user_row)`` pairs."""
         worst = 0.0
-        for user in users:
+        for user, user_row in users:
             reference = scorer.score_user(user)
-            worst = max(worst, float((self.score(user) - reference).abs().max()))
+            worst = max(worst, float((self.score(user, user_row=user_row) - reference).abs().max()))
             rows = torch.arange(0, len(self.items), max(1, len(self.items) // 7))
-            worst = max(worst, float((self.score(user, rows) - reference[rows]).abs().max()))
+            worst = max(worst, float((self.score(user, rows, user_row) - reference[rows]).abs().max()))
         return worst

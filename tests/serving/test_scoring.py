@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from serving.main import create_app
 from serving.scoring import CatalogueScorer
+from wdrec.data.features import SideTensors
 from wdrec.export.bundle import read_bundle
 from wdrec.export.scorer import Scorer
 
@@ -19,15 +20,34 @@ def scorer(request, bundle, regression_bundle) -> Scorer:  # noqa: ANN001
 
 def test_catalogue_scorer_equals_score_user(scorer: Scorer) -> None:
     fast = CatalogueScorer(scorer)
-    users = [scorer.users.take(torch.tensor([row])) for row in range(0, len(scorer.user_index), 97)]
-    users.append(scorer.users.take(torch.tensor([scorer.unknown_row])))
-    users.append(scorer.encode_user_features({"age": 31, "gender": "M", "occupation": "engineer", "history": ["50", "1", "181"]}))
-    users.append(scorer.encode_user_features({"occupation": "no-such-occupation"}))
+    known = list(range(0, len(scorer.user_index), 97))
+    users: list[tuple[SideTensors, int | None]] = [(scorer.users.take(torch.tensor([row])), row) for row in known]
+    users.append((scorer.users.take(torch.tensor([scorer.unknown_row])), None))
+    history = {"age": 31, "gender": "M", "occupation": "engineer", "history": ["50", "1", "181"]}
+    users.append((scorer.encode_user_features(history), None))
+    users.append((scorer.encode_user_features({"occupation": "no-such-occupation"}), None))
     rows = torch.tensor([5, 0, 1681, 5, 300])
-    for user in users:
-        assert torch.allclose(fast.score(user), scorer.score_user(user), atol=1e-5, rtol=0)
-        assert torch.allclose(fast.score(user, rows), scorer.score_user(user, rows), atol=1e-5, rtol=0)
+    for user, user_row in users:
+        exact = scorer.score_user(user)
+        assert torch.allclose(fast.score(user, user_row=user_row), exact, atol=1e-5, rtol=0)
+        assert torch.allclose(fast.score(user, rows, user_row), exact[rows], atol=1e-5, rtol=0)
+        assert torch.allclose(fast.score(user), exact, atol=1e-5, rtol=0)  # a known user without its row: recomputed
     assert fast.verify(scorer, users[:3]) <= 1e-5
+
+
+def test_skipped_rows_leave_the_other_scores_exact(scorer: Scorer) -> None:
+    """Rows the caller discards may skip the history masking; every other row stays exact."""
+    fast = CatalogueScorer(scorer)
+    row = max(range(len(scorer.user_index)), key=lambda r: len(scorer.bundle.users["seen"].iloc[r]))
+    user = scorer.users.take(torch.tensor([row]))
+    recent = user.bags["recent"][0]
+    in_history = torch.zeros(len(scorer.item_ids), dtype=torch.bool)
+    in_history[torch.isin(fast.candidate, recent[recent > 0])] = True
+    skip = torch.zeros(len(scorer.item_ids), dtype=torch.bool)
+    skip[::2] = True
+    assert (in_history & skip).any() and (in_history & ~skip).any()  # both kinds of history rows occur
+    scores, exact = fast.score(user, user_row=row, skip=skip), scorer.score_user(user)
+    assert torch.allclose(scores[~skip], exact[~skip], atol=1e-5, rtol=0)
 
 
 def test_regression_bundle_serves_ratings(regression_bundle, make_settings) -> None:  # noqa: ANN001
