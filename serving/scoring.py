@@ -34,11 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wdrec.data.features import CROSS_PRIMES, Cross, FeatureSpec, SideTensors
+from wdrec.data.features import Cross, FeatureSpec, SideTensors
 from wdrec.export.scorer import Scorer
 
-# FeatureSpec's cross hash: (a * P1 + b * P2) mod size (see wdrec.data.features._cross_ids).
-_P1, _P2 = CROSS_PRIMES
 CHUNK = 16384  # catalogue rows per precompute step, to bound peak memory on large catalogues
 DEEP_BLOCK = 4096  # catalogue rows per step of the deep part at request time (activations stay in cache)
 PER_VALUE_BUDGET = 4_000_000  # floats: a user-field × item cross is precomputed per (value, item) up to this
@@ -53,24 +51,18 @@ class Unsupported(ValueError):
 class _CrossTable:
     """One wide cross as ``table[left_code[a] + right_code[b]]``, zero when either side is 0.
 
-    Hashed crosses: ``(a P1 + b P2) mod s == ((a P1 mod s) + (b P2 mod s)) mod s``, so the
-    table holds the cross weights twice over ``[0, 2s)``; exact crosses use ``(a-1) r + (b-1)``.
-    Index 0 (unknown / padding) maps to ``2s``, past every valid sum, where the table is 0.
+    ``FeatureSpec.cross_codes`` splits a pair's id into a part per value; here without the
+    cross's offset, so that a sum lies in ``[0, 2s)`` (hashed crosses wrap once), where the
+    table holds the cross weights twice over. Index 0 (unknown / padding) maps to ``2s``,
+    past every valid sum, where the table is 0.
     """
 
     def __init__(self, spec: FeatureSpec, cross: Cross, wide: Tensor) -> None:
-        first, second = cross.fields
-        size = spec.cross_sizes[cross.name]
-        offset = spec.wide_offsets[cross.name]
-        card_a, card_b = spec.cardinality(first), spec.cardinality(second)
-        a, b = torch.arange(card_a, dtype=torch.long), torch.arange(card_b, dtype=torch.long)
-        if (card_a - 1) * (card_b - 1) <= size:  # exact, as in FeatureSpec._cross_ids
-            left, right = (a - 1) * (card_b - 1), b - 1
-        else:
-            left, right = torch.remainder(a * _P1, size), torch.remainder(b * _P2, size)
+        size, offset = spec.cross_sizes[cross.name], spec.wide_offsets[cross.name]
+        left, right = spec.cross_codes(cross)
         sentinel = 2 * size
-        self.left = torch.where(a > 0, left, sentinel)
-        self.right = torch.where(b > 0, right, sentinel)
+        self.left = torch.where(left >= 0, left - offset, sentinel)
+        self.right = torch.where(right >= 0, right, sentinel)
         weights = wide[offset : offset + size]
         self.table = torch.cat([weights, weights, torch.zeros(2 * size + 1)])  # covers sums up to 4s
 

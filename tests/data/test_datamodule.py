@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from wdrec.data import datamodule
 from wdrec.data.datamodule import InteractionDataModule, PointwiseBatches, RankingBatches, TrainBatches
 from wdrec.data.features import Field
 from wdrec.data.sampling import NegativeSampler
@@ -155,7 +156,9 @@ def shards(make, world_size: int) -> list[list[dict[str, torch.Tensor]]]:
     return out
 
 
-def test_train_shards_cover_every_movielens_positive_once(dm):
+@pytest.mark.parametrize("negative_draw", [datamodule.NEGATIVE_DRAW, 5000])  # one draw per epoch; one per 6 batches
+def test_train_shards_cover_every_movielens_positive_once(dm, monkeypatch, negative_draw):
+    monkeypatch.setattr(datamodule, "NEGATIVE_DRAW", negative_draw)
     rows = dm.rows["train"]
     ranks = shards(
         lambda rank: TrainBatches(rows, dm.sampler, negatives=4, batch_size=1000, seed=42, epoch=lambda: 0,
@@ -173,6 +176,10 @@ def test_train_shards_cover_every_movielens_positive_once(dm):
     assert torch.equal(seen.sort().values, expected.sort().values)  # ... and exactly these
     both = [torch.cat([(b["user"] * NUM_ITEMS + b["item"])[b["label"] > 0.5] for b in batches]) for batches in ranks]
     assert not np.intersect1d(both[0].numpy(), both[1].numpy()).size
+    negatives = [(b["user"][b["label"] < 0.5], b["item"][b["label"] < 0.5]) for batches in ranks for b in batches]
+    users, items = (torch.cat(side) for side in zip(*negatives, strict=True))
+    assert len(items) == 4 * len(expected)  # the ratio, whichever way the draws are grouped
+    assert not dm.sampler.is_positive(users, items).any()
 
 
 @pytest.mark.parametrize(("n", "world_size", "per_batch"), [(1001, 2, 64), (1001, 3, 100), (129, 2, 64)])

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from wdrec.data.datamodule import build_items_frame, build_users_frame
-from wdrec.data.features import Cross, FeatureSpec, Field, SideTensors
+from wdrec.data.features import CROSS_PRIMES, Cross, FeatureSpec, Field, SideTensors
 from wdrec.data.schema import STRING_LIST, DataError
 from wdrec.data.splits import Splits, make_splits
 
@@ -277,6 +277,10 @@ def test_hashed_cross_stays_in_its_buckets_and_unknowns_are_padding():
     assert spec.cross_sizes["user_id_x_item_id"] == 50 and spec.wide_size == start + 50
     assert ids.ge(start).all() and ids.lt(start + 50).all()
     assert len(ids.unique()) > 40  # spread over the buckets
+    a = spec.encode("user", users).categorical[u, 0]  # vocabulary indices, 1-based
+    b = spec.encode("item", items).categorical[i, 0]
+    p1, p2 = CROSS_PRIMES
+    assert torch.equal(ids[:, 0], start + (a * p1 + b * p2) % 50)  # the documented hash, exactly
 
     stranger = spec.encode("user", pd.DataFrame({"user_id": ["nobody"]}))
     assert spec.assemble(stranger, spec.encode("item", items))["wide.cross"].eq(0).all()

@@ -28,7 +28,7 @@ def datamodule(data_dir, movielens_features) -> InteractionDataModule:
 @pytest.fixture(scope="module")
 def positives(datamodule) -> tuple[torch.Tensor, torch.Tensor]:
     """The training positives as (user row, item row) index tensors."""
-    return datamodule.positives["user"], datamodule.positives["item"]
+    return datamodule.train_positives()
 
 
 def keys(users: torch.Tensor, items: torch.Tensor) -> np.ndarray:

@@ -34,6 +34,7 @@ from wdrec.data.sources.base import InteractionSource, default_data_dir
 from wdrec.data.splits import SplitName, Target, make_splits
 
 SEEN_COLUMN = "seen"
+NEGATIVE_DRAW = 1 << 20  # training negatives drawn at once (see TrainBatches)
 VIEW_OF = {"train": "train", "val": "train", "test": "test"}  # whose history each split's rows look back on
 Batch = dict[str, Tensor]
 
@@ -173,12 +174,17 @@ class InteractionDataModule(FeatureDataModule):
         views = {"train": positives, "test": pd.concat([positives, self._train_positives(self.splits.val)])}
         self.timeline = Timeline(views, self._user_row, self.feature_spec)
         self.rows = {name: self._rows(frame, VIEW_OF[name], at_its_time=name == "train") for name, frame in self.splits.items()}
-        train_pos = self._rows(positives, "train")
-        self.sampler = NegativeSampler(
-            train_pos["user"], train_pos["item"], len(self.items_frame), self.negative_sampling
-        )
-        self.positives = train_pos
+        users, items = self.train_positives()
+        self.sampler = NegativeSampler(users, items, len(self.items_frame), self.negative_sampling)
         self._built = True
+
+    def train_positives(self) -> tuple[Tensor, Tensor]:
+        """(user row, item row) of every training positive: what negatives must never be."""
+        train = self.rows["train"]
+        if self.target != "binary":
+            return train["user"], train["item"]
+        positive = train["label"] > 0.5
+        return train["user"][positive], train["item"][positive]
 
     def _train_positives(self, train: pd.DataFrame) -> pd.DataFrame:
         return train if self.target != "binary" else train[train[LABEL] > 0.5]
@@ -341,21 +347,27 @@ class TrainBatches(IterableDataset):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
         order = torch.randperm(len(self.rows["label"]), generator=generator)
         chunks = _even_chunks(order, self.rank, self.world_size, self.positives_per_batch)
-        if self.negatives:  # the whole epoch's negatives in one vectorised draw: (positives, negatives)
-            sampling = torch.Generator().manual_seed(generator.initial_seed() * 31 + self.rank)
-            owners = self.rows["user"][torch.cat(chunks)].repeat_interleave(self.negatives)
-            negatives = self.sampler.draw(owners, sampling).view(-1, self.negatives)
-        start = 0
-        for chunk in chunks:
-            batch = {key: values[chunk] for key, values in self.rows.items()}
-            if self.negatives:  # a negative shares its positive's user and point in time
-                drawn = negatives[start : start + len(chunk)].flatten()
-                kept = drawn >= 0
-                batch = {key: torch.cat([values, values.repeat_interleave(self.negatives)[kept]]) for key, values in batch.items()}
-                batch["item"][len(chunk) :] = drawn[kept]
-                batch["label"][len(chunk) :] = 0.0
-                start += len(chunk)
-            yield batch
+        sampling = torch.Generator().manual_seed(generator.initial_seed() * 31 + self.rank)
+        # Negatives in one vectorised draw per group of batches, about NEGATIVE_DRAW of them:
+        # per batch, the draw's fixed costs add up; per epoch, 10M positives' negatives and the
+        # draw's temporaries took 1 GB.
+        group = max(1, NEGATIVE_DRAW // (self.positives_per_batch * max(1, self.negatives)))
+        for first in range(0, len(chunks), group):
+            chunks_of_draw = chunks[first : first + group]
+            if self.negatives:  # (positives, negatives)
+                owners = self.rows["user"][torch.cat(chunks_of_draw)].repeat_interleave(self.negatives)
+                negatives = self.sampler.draw(owners, sampling).view(-1, self.negatives)
+            start = 0
+            for chunk in chunks_of_draw:
+                batch = {key: values[chunk] for key, values in self.rows.items()}
+                if self.negatives:  # a negative shares its positive's user and point in time
+                    drawn = negatives[start : start + len(chunk)].flatten()
+                    kept = drawn >= 0
+                    batch = {key: torch.cat([values, values.repeat_interleave(self.negatives)[kept]]) for key, values in batch.items()}
+                    batch["item"][len(chunk) :] = drawn[kept]
+                    batch["label"][len(chunk) :] = 0.0
+                    start += len(chunk)
+                yield batch
 
 
 class PointwiseBatches(IterableDataset):

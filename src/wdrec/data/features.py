@@ -160,7 +160,7 @@ def default_embedding_dim(cardinality: int) -> int:
 
 # Two primes below 2**31: a * P1 + b * P2 stays below 2**63 for indices below 2**31,
 # so the hash never overflows int64 on any device.
-CROSS_PRIMES = (2_147_483_629, 1_000_000_007)  # serving/scoring.py decomposes the hash with them
+CROSS_PRIMES = (2_147_483_629, 1_000_000_007)  # a pair hashes to (a * P1 + b * P2) mod size (cross_codes)
 _P1, _P2 = CROSS_PRIMES
 _MISSING = -(1 << 40)  # code of a missing value: any pair with one stays negative, then clamps to 0
 
@@ -193,6 +193,7 @@ class FeatureSpec:
             c.name: max(1, min(math.prod(self.cardinality(n) - 1 for n in c.fields), c.num_buckets)) for c in crosses
         }
         self.wide_offsets = self._wide_offsets()
+        self._cross_codes: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
 
     # ------------------------------------------------------------------ layout
     def side_fields(self, side: Side) -> list[Field]:
@@ -432,24 +433,45 @@ class FeatureSpec:
     def _cross_ids(self, cross: Cross, user: SideTensors, item: SideTensors) -> Tensor:
         """Wide ids of every value pair of the two fields, (B, La * Lb), 0 where either is missing.
 
-        The pair code splits into a part per value, ``code = left(a) + right(b)`` (exact:
-        ``(a-1)·|B| + (b-1)``; hashed: ``(a·P1 mod s) + (b·P2 mod s)``, wrapped once), so the
-        arithmetic runs on the small (B, L) tensors and the (B, La, Lb) product costs one
-        addition, one wrap and one clamp. Missing values carry a large negative code.
+        Each value's part of the pair code comes from :meth:`cross_codes`, so the (B, L)
+        tensors cost one gather each and the (B, La, Lb) product one addition, one wrap and
+        one clamp.
         """
         a = self._values(cross.fields[0], user, item)  # (Ba, La)
         b = self._values(cross.fields[1], user, item)  # (Bb, Lb)
-        size, offset = self.cross_sizes[cross.name], self.wide_offsets[cross.name]
-        right_values = self.cardinality(cross.fields[1]) - 1
-        exact = (self.cardinality(cross.fields[0]) - 1) * right_values <= size
-        left = (a - 1) * right_values if exact else torch.remainder(a * _P1, size)
-        right = (b - 1) if exact else torch.remainder(b * _P2, size)
-        left = torch.where(a > 0, left + offset, _MISSING)
-        right = torch.where(b > 0, right, _MISSING)
-        code = left.unsqueeze(2) + right.unsqueeze(1)  # (B, La, Lb)
-        if not exact:
-            code = torch.where(code >= offset + size, code - size, code)
+        left, right = self.cross_codes(cross, a.device)
+        code = left[a].unsqueeze(2) + right[b].unsqueeze(1)  # (B, La, Lb)
+        if not self._cross_is_exact(cross):
+            end = self.wide_offsets[cross.name] + self.cross_sizes[cross.name]
+            code = torch.where(code >= end, code - self.cross_sizes[cross.name], code)
         return code.clamp_(min=0).flatten(1)
+
+    def cross_codes(self, cross: Cross, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """Each value's part of a cross's wide id: the pair (a, b) has ``left[a] + right[b]``.
+
+        Exact (when every pair fits): ``offset + (a-1)·|B| + (b-1)``. Hashed:
+        ``offset + (a·P1 mod s) + (b·P2 mod s)``, minus ``s`` when past the cross's range, as
+        ``(a·P1 + b·P2) mod s`` would give. A missing value (0) has a large negative part, so
+        any pair with one stays negative. Cached per device: serving decomposes crosses with
+        the same tables.
+        """
+        key = (cross.name, str(device))
+        if key not in self._cross_codes:
+            size, offset = self.cross_sizes[cross.name], self.wide_offsets[cross.name]
+            a = torch.arange(self.cardinality(cross.fields[0]), dtype=torch.long)
+            b = torch.arange(self.cardinality(cross.fields[1]), dtype=torch.long)
+            if self._cross_is_exact(cross):
+                left, right = (a - 1) * (len(b) - 1), b - 1
+            else:
+                left, right = torch.remainder(a * _P1, size), torch.remainder(b * _P2, size)
+            left = torch.where(a > 0, left + offset, _MISSING)
+            right = torch.where(b > 0, right, _MISSING)
+            self._cross_codes[key] = (left.to(device), right.to(device))
+        return self._cross_codes[key]
+
+    def _cross_is_exact(self, cross: Cross) -> bool:
+        first, second = (self.cardinality(name) - 1 for name in cross.fields)
+        return first * second <= self.cross_sizes[cross.name]
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
