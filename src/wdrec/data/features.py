@@ -194,6 +194,7 @@ class FeatureSpec:
         }
         self.wide_offsets = self._wide_offsets()
         self._cross_codes: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
+        self._arrow_vocabularies: dict[str, pa.Array] = {}
 
     # ------------------------------------------------------------------ layout
     def side_fields(self, side: Side) -> list[Field]:
@@ -351,9 +352,10 @@ class FeatureSpec:
             return torch.zeros((n, 1), dtype=torch.long)
         lists = _as_lists(column, fld)
         lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        flat = pc.list_flatten(lists).to_pandas()
-        lookup = self._lookups[self._vocabulary_name(fld)]
-        values = lookup.get_indexer(flat.astype("str")).astype(np.int64) + 1
+        # Looked up in Arrow: a history table holds every training interaction (10M strings at scale).
+        vocabulary = self._arrow_vocabularies.setdefault(fld.name, pa.array(self.vocabularies[self._vocabulary_name(fld)], pa.string()))
+        found = pc.index_in(pc.list_flatten(lists), value_set=vocabulary)
+        values = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1  # missing -> 0
         rows = np.repeat(np.arange(n), lengths)
         ends = np.cumsum(lengths)
         # Position counted from the end for history (keep the most recent), else from the start.
