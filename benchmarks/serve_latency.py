@@ -247,7 +247,7 @@ def model_info(server: Server) -> dict:
     """What ``GET /v1/model`` says about the served model, reduced to what bears on its cost."""
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/model", timeout=30) as answer:
         info = json.loads(answer.read())
-    keys = ("name", "version", "num_users", "num_items", "fast_path", "retrieval")
+    keys = ("name", "version", "num_users", "num_items", "fast_path", "retrieval", "request_ms")
     return {key: info.get(key) for key in keys} | {"features": [f["name"] for f in info.get("features", [])]}
 
 
