@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from serving.config import tracking_uri
-from serving.recommender import Catalogue
+from serving.recommender import Catalogue, recommend
 from serving.retrieval import CandidateGenerator
 from serving.scoring import CatalogueScorer, Unsupported
 from wdrec.data.features import SideTensors
@@ -133,13 +133,15 @@ def load_model(uri: str, fast_path: bool = True, candidates: int | None = None) 
     )
     user_row = {user: row for row, user in enumerate(scorer.user_index.tolist())}
     model = LoadedModel(info, scorer, catalogue, blank, fast, retriever, user_row)
-    return replace(model, info=replace(info, request_ms=_time_request(model)))
+    try:
+        request_ms = _time_request(model)
+    except Exception as error:  # the probe passed, so this is unexpected; still refuse the bundle, saying why
+        raise ModelLoadError(f"{directory}: a probe recommendation failed: {type(error).__name__}: {error}") from None
+    return replace(model, info=replace(info, request_ms=request_ms))
 
 
 def _time_request(model: LoadedModel, repeats: int = 3) -> float:
     """Milliseconds one recommendation takes (a known user, else a cold start): the median of ``repeats``."""
-    from serving.recommender import recommend  # the request path itself; it imports this module
-
     user = next(iter(model.user_row), "")
     times = []
     for _ in range(repeats):
