@@ -171,7 +171,7 @@ class InteractionDataModule(FeatureDataModule):
         self._user_row = pd.Index(self.users_frame[USER_ID])
         self._item_row = pd.Index(self.items_frame[ITEM_ID])
         # Test rows may also look back on the validation interactions, which come before them.
-        views = {"train": positives, "test": pd.concat([positives, self._train_positives(self.splits.val)])}
+        views = {"train": [positives], "test": [positives, self._train_positives(self.splits.val)]}
         self.timeline = Timeline(views, self._user_row, self.feature_spec)
         self.rows = {name: self._rows(frame, VIEW_OF[name], at_its_time=name == "train") for name, frame in self.splits.items()}
         users, items = self.train_positives()
@@ -435,16 +435,25 @@ class Timeline:
     interactions, as the latest interactions precede a request in production.
     """
 
-    def __init__(self, views: dict[str, pd.DataFrame], user_row: pd.Index, spec: FeatureSpec) -> None:
+    def __init__(self, views: dict[str, list[pd.DataFrame]], user_row: pd.Index, spec: FeatureSpec) -> None:
+        """``views``: each view's positives, in one or more tables (read as one, in order)."""
         items, self.starts, self.ends, self.keys, base = [], {}, {}, {}, 0
-        for view, positives in views.items():
-            order = _timeline_order(positives, user_row)
-            users = user_row.get_indexer(positives[USER_ID])[order]
+        indexed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}  # per table: users, items, times
+        for view, tables in views.items():
+            for table in tables:
+                if id(table) not in indexed:
+                    times = table[TIMESTAMP].to_numpy() if TIMESTAMP in table.columns else None
+                    indexed[id(table)] = (user_row.get_indexer(table[USER_ID]), spec.item_index(table[ITEM_ID]), times)
+            parts = [indexed[id(table)] for table in tables]
+            users = np.concatenate([p[0] for p in parts])
+            times = None if any(p[2] is None for p in parts) else np.concatenate([p[2] for p in parts])
+            order = _timeline_order(users, times)
+            users = users[order]
             offsets = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=len(user_row)))]) + base
             self.starts[view], self.ends[view] = offsets[:-1], offsets[1:]
-            if TIMESTAMP in positives.columns:  # (user, time) of each entry: where a training row falls
-                self.keys[view] = _time_keys(users, positives[TIMESTAMP].to_numpy()[order])
-            items.append(spec.item_index(positives[ITEM_ID].iloc[order]))
+            if times is not None:  # (user, time) of each entry: where a training row falls
+                self.keys[view] = _time_keys(users, times[order])
+            items.append(np.concatenate([p[1] for p in parts])[order])
             base = int(offsets[-1])
         self.items = torch.from_numpy(np.concatenate(items))
 
@@ -470,11 +479,9 @@ class Timeline:
         return moved
 
 
-def _timeline_order(positives: pd.DataFrame, user_row: pd.Index) -> np.ndarray:
+def _timeline_order(users: np.ndarray, times: np.ndarray | None) -> np.ndarray:
     """Positives ordered by (user, time), ties kept in log order: the one order used everywhere."""
-    users = user_row.get_indexer(positives[USER_ID])
-    keys = (positives[TIMESTAMP].to_numpy(), users) if TIMESTAMP in positives.columns else (users,)
-    return np.lexsort(keys)
+    return np.lexsort((times, users) if times is not None else (users,))
 
 
 def _time_keys(users: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -500,7 +507,9 @@ def build_users_frame(data: InteractionData, positives: pd.DataFrame) -> pd.Data
     frame = pd.DataFrame({USER_ID: ids})
     if data.users is not None:
         frame = frame.merge(data.users, on=USER_ID, how="left")
-    frame[HISTORY_COLUMN] = lists_by_key(ids, positives[USER_ID], positives[ITEM_ID], _timeline_order(positives, ids))
+    times = positives[TIMESTAMP].to_numpy() if TIMESTAMP in positives.columns else None
+    order = _timeline_order(ids.get_indexer(positives[USER_ID]), times)
+    frame[HISTORY_COLUMN] = lists_by_key(ids, positives[USER_ID], positives[ITEM_ID], order)
     frame[SEEN_COLUMN] = lists_by_key(ids, data.interactions[USER_ID], data.interactions[ITEM_ID])
     return frame
 
