@@ -231,8 +231,9 @@ class CatalogueScorer:
         """Scores (probabilities, or ratings for a regression model) for ``rows`` (default: all).
 
         ``user_row``: the user's row in the bundle's users table, when ``user`` is that row
-        (its precomputed wide logits and share of the deep part are used). ``skip``: a catalogue mask of rows
-        whose scores the caller throws away (seen, excluded); those may come back inexact.
+        (its precomputed wide logits and share of the deep part are used). ``skip``: a
+        catalogue mask of rows whose scores the caller throws away (seen, excluded); those
+        may come back inexact.
         """
         candidate = self.candidate if rows is None else self.candidate[rows]
         out = None

@@ -223,6 +223,12 @@ class FeatureSpec:
                 return fld
         raise ValueError("no item id feature: declare Field(name='item_id', side='item') (history and crosses need it)")
 
+    def vocabulary_array(self, name: str) -> pa.Array:
+        """The vocabulary ``name`` as an Arrow string array (index i is value index i + 1), built once."""
+        if name not in self._arrow_vocabularies:
+            self._arrow_vocabularies[name] = pa.array(self.vocabularies[name], pa.string())
+        return self._arrow_vocabularies[name]
+
     def _vocabulary_name(self, fld: Field) -> str:
         return self.item_id_field.name if fld.kind == "history" else fld.name
 
@@ -353,8 +359,7 @@ class FeatureSpec:
         lists = _as_lists(column, fld)
         lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         # Looked up in Arrow: a history table holds every training interaction (10M strings at scale).
-        vocabulary = self._arrow_vocabularies.setdefault(fld.name, pa.array(self.vocabularies[self._vocabulary_name(fld)], pa.string()))
-        found = pc.index_in(pc.list_flatten(lists), value_set=vocabulary)
+        found = pc.index_in(pc.list_flatten(lists), value_set=self.vocabulary_array(self._vocabulary_name(fld)))
         values = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1  # missing -> 0
         rows = np.repeat(np.arange(n), lengths)
         ends = np.cumsum(lengths)

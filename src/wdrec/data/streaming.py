@@ -558,7 +558,7 @@ class StreamingDataModule(FeatureDataModule):
         """Ids the loaded spec knows (so an id feature keeps its values without a users table)."""
         for fld in self.feature_spec.fields:
             if fld.kind == "categorical" and fld.column == column:
-                return pa.array(self.feature_spec.vocabularies[fld.name], pa.string())
+                return self.feature_spec.vocabulary_array(fld.name)
         return None
 
     # ------------------------------------------------------------ loaders

@@ -2,9 +2,9 @@
 
 Data sizes are linked into the model at instantiation, checkpointing and early stopping
 are always on (configurable under ``checkpoint.*`` (best), ``last_checkpoint.*`` and
-``early_stopping.*``), so are the
-training diagnostics (``diagnostics.*``, see :mod:`wdrec.training.diagnostics`), runs are
-tracked in MLflow (``trainer.logger``), and the resolved config is logged into the run.
+``early_stopping.*``), so are the training diagnostics (``diagnostics.*``, see
+:mod:`wdrec.training.diagnostics`), runs are tracked in MLflow (``trainer.logger``), and
+the resolved config is logged into the run.
 """
 
 from __future__ import annotations
