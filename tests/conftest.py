@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import SHORT_FIT
 from paths import DEFAULT_CONFIG
 
 from wdrec.data.features import Cross, Field
@@ -116,6 +117,3 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Tra
     run_id = cli.trainer.logger.run_id
     return TrainedRun(workdir, uri, run_id, workdir / "bundles" / run_id, workdir / "checkpoints", cli)
 
-
-# A real fit, cut to seconds: one epoch of 30 batches, no progress bar.
-SHORT_FIT = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=30", "--trainer.enable_progress_bar=false"]

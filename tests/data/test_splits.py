@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wdrec.data.datamodule import InteractionDataModule
 from wdrec.data.schema import InteractionData
 from wdrec.data.sources.files import Files
-from wdrec.data.splits import make_splits
+from wdrec.data.splits import make_splits, resolve_split
 
 
 def frame(rows: list[tuple[str, str, int]]) -> InteractionData:
@@ -141,6 +142,39 @@ def test_predefined_split_with_train_only_has_empty_val_and_test(tmp_path):
 
     assert len(splits.train) == 1 and splits.val.empty and splits.test.empty
     assert list(splits.val.columns) == list(splits.train.columns)
+
+
+@pytest.mark.parametrize(
+    ("requested", "carries_split", "chosen"),
+    [(None, True, "predefined"), ("predefined", True, "predefined"), (None, False, "l1o"), ("random", False, "random")],
+)
+def test_files_with_their_own_split_imply_predefined(requested, carries_split, chosen):
+    assert resolve_split(requested, carries_split, "files") == chosen
+
+
+@pytest.mark.parametrize("requested", ["random", "l1o", "temporal"])
+def test_another_split_of_pre_split_files_is_refused_saying_how_to_fix_it(requested):
+    """Re-splitting would move the user's own test rows into training, without a word."""
+    with pytest.raises(ValueError, match=f"data.split is '{requested}'.*pass --data.split predefined"):
+        resolve_split(requested, True, "files")
+
+
+def test_the_data_module_trains_on_the_users_train_file_and_tests_on_their_test_file(tmp_path):
+    files = Files(
+        user_column="user",
+        item_column="item",
+        label_column="clicked",
+        train=write_csv(tmp_path / "train.csv", [(u, i, (u + i) % 2) for u in range(20) for i in range(10)]),
+        val=write_csv(tmp_path / "val.csv", [(u, 10, 1) for u in range(20)]),
+        test=write_csv(tmp_path / "test.csv", [(u, 11, u % 2) for u in range(20)]),
+    )
+    module = InteractionDataModule(files, target="binary")  # no split given
+    module.setup()
+
+    assert module.split == "predefined" and module.hparams_initial["split"] == "predefined"
+    assert pairs(module.splits.test) == [(str(u), "11") for u in range(20)]
+    assert pairs(module.splits.val) == [(str(u), "10") for u in range(20)]
+    assert len(module.splits.train) == 200
 
 
 # --- errors -------------------------------------------------------------------------------------

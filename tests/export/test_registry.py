@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from commands import SHORT_FIT
 from mlflow import MlflowClient
 
 from wdrec.export.bundle import read_bundle
@@ -33,14 +36,56 @@ def test_pyfunc_model_scores_pairs_in_order_like_the_bundle(trained_run, trackin
 def test_champion_moves_only_to_a_better_version(trained_run, tracking) -> None:
     source = tracking.get_model_version("wdrec", "1").source
     name = "alias-rule"
-    first = register(source, name, "val_ndcg_10", 0.05, "max", client=tracking)
-    worse = register(source, name, "val_ndcg_10", 0.04, "max", client=tracking)
-    better = register(source, name, "val_ndcg_10", 0.06, "max", client=tracking)
+    first = register(source, name, "val_ndcg_10", 0.05, "max", "implicit", client=tracking)
+    worse = register(source, name, "val_ndcg_10", 0.04, "max", "implicit", client=tracking)
+    better = register(source, name, "val_ndcg_10", 0.06, "max", "implicit", client=tracking)
     assert first.promoted and not worse.promoted and better.promoted
     assert str(champion_version(tracking, name).version) == better.version
-    lower_is_better = register(source, "alias-rule-min", "val_rmse", 0.9, "min", client=tracking)
-    higher = register(source, "alias-rule-min", "val_rmse", 0.95, "min", client=tracking)
+    lower_is_better = register(source, "alias-rule-min", "val_rmse", 0.9, "min", "rating", client=tracking)
+    higher = register(source, "alias-rule-min", "val_rmse", 0.95, "min", "rating", client=tracking)
     assert lower_is_better.promoted and not higher.promoted
+
+
+def test_champion_never_moves_across_tasks_or_selection_metrics(trained_run, tracking) -> None:
+    source = tracking.get_model_version("wdrec", "1").source
+    name = "task-rule"
+    ranking = register(source, name, "val_ndcg_10", 0.05, "max", "implicit", client=tracking)
+    rating = register(source, name, "val_rmse", 0.5, "min", "rating", client=tracking)
+    other_metric = register(source, name, "val_auc", 0.9, "max", "implicit", client=tracking)
+    assert ranking.promoted and not rating.promoted and not other_metric.promoted
+    assert "rating-task model selected on val_rmse" in rating.refused and "registry.name" in rating.refused
+    assert "selected on val_auc" in other_metric.refused
+    assert str(champion_version(tracking, name).version) == ranking.version
+    assert tracking.get_model_version(name, rating.version).tags["wdrec.task"] == "rating"
+
+
+def test_a_champion_from_before_task_tags_is_not_taken_by_another_task(trained_run, tracking) -> None:
+    """Such a champion carries only ``{metric: value}``: a challenger selected on another metric
+    once found nothing to compare and took the alias."""
+    first = tracking.get_model_version("wdrec", "1")
+    legacy = mlflow.register_model(first.source, "legacy-tags", tags={"val_ndcg_10": "0.05"})
+    tracking.set_registered_model_alias("legacy-tags", "champion", legacy.version)
+    rating = register(first.source, "legacy-tags", "val_rmse", 0.9, "min", "rating", client=tracking)
+    assert not rating.promoted and "selected on val_ndcg_10" in rating.refused
+    assert str(champion_version(tracking, "legacy-tags").version) == str(legacy.version)
+
+
+def test_each_task_registers_under_its_own_name(trained_run, tmp_path, monkeypatch) -> None:
+    """The default job, then the rating job, into one store: the ranking model stays ``wdrec@champion``."""
+    from paths import CONFIGS
+
+    from wdrec.cli import run
+
+    store = tmp_path / "mlflow.db"
+    shutil.copy(trained_run.tracking_uri.removeprefix("sqlite:///"), store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.chdir(tmp_path)
+    run(["fit", "--config", str(CONFIGS / "movielens100k-rating.yaml"), *SHORT_FIT])
+    client = MlflowClient(f"sqlite:///{store}")
+    assert champion_version(client, "wdrec").run_id == trained_run.run_id
+    rating = champion_version(client, "wdrec-rating")
+    assert rating is not None and rating.tags["wdrec.task"] == "rating" and rating.tags["wdrec.selection_metric"] == "val_rmse"
+    assert [str(v.version) for v in client.search_model_versions("name='wdrec'")] == ["1"]
 
 
 def test_registry_uri_resolves_to_the_logged_bundle(trained_run, tracking) -> None:

@@ -12,12 +12,8 @@ at a time).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,15 +22,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from commands import main_in_process, wdrec
 from mlflow import MlflowClient
 
 PARALLEL = 3
 TIMEOUT_S = 240
-
-
-def wdrec() -> list[str]:
-    script = shutil.which("wdrec", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "wdrec.cli"]
 
 
 def good_log() -> pd.DataFrame:
@@ -120,29 +112,12 @@ def run_fault(name: str, folder: Path, in_process: bool) -> Outcome:
     argv = ["fit", "--config", str(folder / "config.yaml")]
     start = time.monotonic()
     if in_process:
-        returncode, stdout, stderr = _main_in_process(argv, env, folder)
+        returncode, stdout, stderr = main_in_process(argv, env, folder)
     else:
         result = subprocess.run([*wdrec(), *argv], cwd=folder, env={**os.environ, **env}, capture_output=True, text=True,
                                 timeout=TIMEOUT_S)  # fmt: skip
         returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
     return Outcome(folder, str(folder / file), column, problem, returncode, stdout, stderr, time.monotonic() - start)
-
-
-def _main_in_process(argv: list[str], env: dict[str, str], folder: Path) -> tuple[int, str, str]:
-    """``wdrec <argv>`` in this process: exit status, stdout and stderr."""
-    from wdrec.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        for name, value in env.items():
-            patch.setenv(name, value)
-        patch.chdir(folder)
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 def run_faults(root: Path, names: list[str], in_process: bool) -> dict[str, Outcome]:

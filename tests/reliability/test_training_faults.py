@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import wdrec
 from mlflow import MlflowClient
 from paths import DEFAULT_CONFIG
 from servers import free_port
@@ -42,11 +42,6 @@ from wdrec.training.tracking import (
 METRIC_TOLERANCE = 1e-6
 BATCHES = 24  # training batches per epoch
 EPOCHS = 2
-
-
-def wdrec() -> list[str]:
-    script = shutil.which("wdrec", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "wdrec.cli"]
 
 
 def fit_args(*extra: str) -> list[str]:

@@ -28,10 +28,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from wdrec.data.features import HISTORY_COLUMN, Cross, FeatureSpec, Field, SideTensors
+from wdrec.data.io import arrow_column
 from wdrec.data.sampling import Distribution, NegativeSampler
 from wdrec.data.schema import ITEM_ID, LABEL, TIMESTAMP, USER_ID, InteractionData
 from wdrec.data.sources.base import InteractionSource, default_data_dir
-from wdrec.data.splits import SplitName, Target, make_splits
+from wdrec.data.splits import SplitName, Target, make_splits, resolve_split
 
 SEEN_COLUMN = "seen"
 NEGATIVE_DRAW = 1 << 20  # training negatives drawn at once (see TrainBatches)
@@ -86,7 +87,8 @@ class InteractionDataModule(FeatureDataModule):
         features: the features to build, see :class:`~wdrec.data.features.Field`; by
             default just ``user_id`` and ``item_id``.
         crosses: cross-products for the wide part.
-        split: ``l1o``, ``random``, ``temporal`` or ``predefined``.
+        split: ``l1o``, ``random``, ``temporal`` or ``predefined``. Default: ``predefined`` for a
+            source with its own train/val/test files (any other split is then refused), else ``l1o``.
         target: ``implicit`` (negatives sampled), ``binary`` or ``rating``.
         negatives: sampled negatives per positive (implicit target only); fresh each epoch.
         negative_sampling: ``uniform`` over the catalogue or by ``popularity``.
@@ -107,7 +109,7 @@ class InteractionDataModule(FeatureDataModule):
         source: InteractionSource,
         features: list[Field] | None = None,
         crosses: list[Cross] | None = None,
-        split: SplitName = "l1o",
+        split: SplitName | None = None,
         target: Target = "implicit",
         negatives: int = 4,
         negative_sampling: Distribution = "uniform",
@@ -122,7 +124,9 @@ class InteractionDataModule(FeatureDataModule):
         seed: int = 42,
     ) -> None:
         super().__init__()
+        split = resolve_split(split, source.carries_split, source.name)
         self.save_hyperparameters(ignore=["source"])  # the source is logged with the resolved config
+        self.save_hyperparameters({"split": split})  # the CLI saves the config's values: log the split used
         if negatives < 0 or batch_size < 1 or eval_batch_size < 1 or ranking_users < 1:
             raise ValueError(
                 f"negatives must be >= 0 and batch sizes >= 1; got negatives={negatives}, batch_size={batch_size}, "
@@ -495,7 +499,7 @@ def lists_by_key(keys: pd.Index, owners: pd.Series, values: pd.Series, order: np
     permutation = np.argsort(codes, kind="stable") if order is None else order
     counts = np.bincount(codes, minlength=len(keys))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    flat = pa.array(values, from_pandas=True).cast(pa.string()).take(pa.array(permutation))
+    flat = arrow_column(values).cast(pa.string()).take(pa.array(permutation))
     array = pa.ListArray.from_arrays(pa.array(offsets), flat)
     return pd.Series(pd.arrays.ArrowExtensionArray(array), index=pd.RangeIndex(len(keys)))
 

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
-from wdrec.data.io import atomic_write_text
+from wdrec.data.io import arrow_column, atomic_write_text
 from wdrec.data.schema import ITEM_ID, USER_ID, DataError
 
 Side = Literal["user", "item"]
@@ -539,11 +539,9 @@ def _as_float(column: pd.Series, fld: Field) -> np.ndarray:
 
 def _as_lists(column: pd.Series, fld: Field) -> pa.Array:
     try:
-        array = pa.array(column, from_pandas=True)
+        array = arrow_column(column)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise DataError(f"{fld.side}s table", fld.column, f"multi-valued feature {fld.name!r} expects lists: {error}") from None
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
     if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
         raise DataError(f"{fld.side}s table", fld.column, f"multi-valued feature {fld.name!r} expects lists, found {array.type}")
     return array.cast(pa.list_(pa.string()))

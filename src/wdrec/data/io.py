@@ -13,6 +13,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def arrow_column(values: pd.Series) -> pa.Array:
+    """A pandas column as one contiguous Arrow array.
+
+    Columns concatenated from several files or read from several Parquet row groups are
+    chunked, and ``pa.array`` then returns a ``ChunkedArray``, which list builders and
+    ``.offsets`` refuse.
+    """
+    array = pa.array(values, from_pandas=True)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Run ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 

@@ -64,6 +64,22 @@ def with_target(
     return kept.assign(**{LABEL: (kept[RATING] >= positive_threshold).astype(np.float32)})
 
 
+def resolve_split(requested: SplitName | None, carries_split: bool, source: str) -> SplitName:
+    """The split to use: a source with its own train/val/test files implies ``predefined``,
+    and any other split would silently move the user's test rows into training, so it is refused."""
+    if carries_split:
+        if requested in (None, "predefined"):
+            return "predefined"
+        raise ValueError(
+            f"data.split is {requested!r}, but the {source} source carries its own train/val/test files, which a "
+            f"{requested!r} split would discard: pass --data.split predefined to use them, "
+            f"or give only `interactions` to let wdrec split"
+        )
+    if requested == "predefined":
+        raise ValueError(f"data.split 'predefined' needs a source with train (and val/test) files; {source} has none")
+    return requested or "l1o"
+
+
 def make_splits(
     data: InteractionData,
     how: SplitName,

@@ -10,18 +10,22 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from wdrec.data.io import atomic_write_text
 from wdrec.export.bundle import METADATA, write_bundle
 from wdrec.model.widedeep import WideDeep
+
+# The registered model of each training target, unless `registry.name` says otherwise.
+REGISTERED_NAMES = {"implicit": "wdrec", "binary": "wdrec-ctr", "rating": "wdrec-rating"}
 
 
 class RegisterModel(L.Callback):
     """Registers every completed fit; an interrupted or failed fit registers nothing.
 
     Args:
-        name: registered model name.
+        name: registered model name; by default one per task (:data:`REGISTERED_NAMES`), so that
+            a rating model never competes with a ranking model for the same ``champion``.
         metric: validation metric that decides the ``champion`` alias.
         mode: ``max`` if higher is better, else ``min``.
         bundle_root: local folder for bundles (one per run id).
@@ -30,7 +34,7 @@ class RegisterModel(L.Callback):
 
     def __init__(
         self,
-        name: str = "wdrec",
+        name: str | None = None,
         metric: str = "val_ndcg_10",
         mode: Literal["max", "min"] = "max",
         bundle_root: str = "bundles",
@@ -44,9 +48,10 @@ class RegisterModel(L.Callback):
         if not self.enabled or trainer.interrupted or not trainer.is_global_zero or logger is None:
             return
         datamodule = trainer.datamodule
+        name = self.name or REGISTERED_NAMES[datamodule.target]
         value = self._best_value(trainer)
         last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_") and v.numel() == 1}
-        metadata = {"run_id": logger.run_id, "registered_model": self.name, "selection": {self.metric: value},
+        metadata = {"run_id": logger.run_id, "registered_model": name, "selection": {self.metric: value},
                     "metrics": last}  # fmt: skip
         bundle = write_bundle(
             self.bundle_root / logger.run_id, best_network(trainer, pl_module), datamodule.feature_spec,
@@ -55,13 +60,15 @@ class RegisterModel(L.Callback):
         # Imported here: MLflow takes 1.5 s to import, and `wdrec fit` without a registry never needs it.
         from wdrec.export.registry import log_pyfunc_model, register
 
-        registration = register(log_pyfunc_model(bundle, logger.run_id), self.name, self.metric, value, self.mode)
+        registration = register(log_pyfunc_model(bundle, logger.run_id), name, self.metric, value, self.mode, datamodule.target)
         metadata_path = bundle / METADATA
         atomic_write_text(metadata_path, json.dumps({**json.loads(metadata_path.read_text()), "version": registration.version}, indent=2))
-        logger.experiment.set_tag(logger.run_id, "registered_model_version", f"{self.name}/{registration.version}")
+        logger.experiment.set_tag(logger.run_id, "registered_model_version", f"{name}/{registration.version}")
         status = "now champion" if registration.promoted else f"champion stays version {registration.previous_champion}"
+        if registration.refused:
+            rank_zero_warn(f"{name}: the champion alias was not moved: {registration.refused}")
         rank_zero_info(
-            f"Registered {self.name} version {registration.version} ({self.metric}={value:.4f}, {status}); bundle: {bundle}"
+            f"Registered {name} version {registration.version} ({self.metric}={value:.4f}, {status}); bundle: {bundle}"
         )
 
     def _best_value(self, trainer: L.Trainer) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
@@ -17,13 +18,23 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 
+import wdrec
 from wdrec.export.bundle import read_bundle
 from wdrec.export.scorer import Scorer
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+# wdrec is on no package index: the package travels with the model as its code (``code/wdrec``),
+# which loading puts first on sys.path.
+WDREC_CODE = Path(wdrec.__file__).parent
 CHAMPION = "champion"
-# Declared, not inferred: inferring requirements re-loads the model in a subprocess.
-PIP_REQUIREMENTS = ["wdrec", "torch", "lightning", "pandas", "pyarrow", "safetensors", "mlflow"]
+TASK_TAG, METRIC_TAG = "wdrec.task", "wdrec.selection_metric"  # on every version: what its champion rule compares
+# What loading and predicting import (pyfunc_model → bundle, scorer, features, widedeep: no Lightning),
+# pinned to the versions that log the model. Declared, not inferred: inferring re-loads the model in a
+# subprocess. Versions drop a local label (torch's ``+cpu``): ``torch==2.13.0`` installs from PyPI, and
+# still takes the ``+cpu`` build where pip is pointed at PyTorch's CPU index or a local wheel.
+PIP_REQUIREMENTS = [
+    f"{name}=={version(name).partition('+')[0]}" for name in ("mlflow", "torch", "numpy", "pandas", "pyarrow", "safetensors")
+]
 
 
 @dataclass
@@ -34,6 +45,7 @@ class Registration:
     value: float
     promoted: bool
     previous_champion: str | None
+    refused: str | None = None  # why the champion cannot be compared with this version
 
 
 def log_pyfunc_model(bundle_dir: Path, run_id: str, name: str = "model") -> str:
@@ -50,6 +62,7 @@ def log_pyfunc_model(bundle_dir: Path, run_id: str, name: str = "model") -> str:
             name=name,
             python_model=str(PYFUNC_CODE),
             artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(WDREC_CODE)],
             signature=signature,
             input_example=example,
             pip_requirements=PIP_REQUIREMENTS,
@@ -63,19 +76,27 @@ def register(
     metric: str,
     value: float,
     mode: Literal["max", "min"] = "max",
-    run_id: str | None = None,
+    task: str = "implicit",
     client: MlflowClient | None = None,
 ) -> Registration:
-    """Register ``model_uri`` as a new version of ``name``; move ``champion`` if it is better."""
+    """Register ``model_uri`` as a new version of ``name``; move ``champion`` if it is better.
+
+    ``task`` is the training target (``implicit``, ``binary``, ``rating``). The alias never moves
+    across tasks or selection metrics: a rating model's RMSE says nothing about a ranking model,
+    and serving would silently switch from probabilities to ratings.
+    """
     client = client or MlflowClient()
-    version = mlflow.register_model(model_uri, name, tags={metric: str(value)}).version
+    tags = {metric: str(value), TASK_TAG: task, METRIC_TAG: metric}
+    version = mlflow.register_model(model_uri, name, tags=tags).version
     previous = champion_version(client, name)
-    best = None if previous is None else _metric_of(client, previous, metric)
+    refused = None if previous is None else _incomparable(client, previous, task, metric)
+    best = None if previous is None or refused else _metric_of(client, previous, metric)
     better = best is None or math.isnan(best) or (value > best if mode == "max" else value < best)
-    if better and not math.isnan(value):
+    promoted = refused is None and better and not math.isnan(value)
+    if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
-    return Registration(name, str(version), metric, value, better and not math.isnan(value),
-                        None if previous is None else str(previous.version))  # fmt: skip
+    return Registration(name, str(version), metric, value, promoted,
+                        None if previous is None else str(previous.version), refused)  # fmt: skip
 
 
 def champion_version(client: MlflowClient, name: str):  # noqa: ANN201 - mlflow ModelVersion
@@ -83,6 +104,26 @@ def champion_version(client: MlflowClient, name: str):  # noqa: ANN201 - mlflow 
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+
+
+def _incomparable(client: MlflowClient, champion, task: str, metric: str) -> str | None:  # noqa: ANN001
+    """Why a challenger cannot be compared with ``champion`` (None when it can).
+
+    Versions registered before the task tags existed carry only ``{metric: value}``; their task
+    is the run's ``target`` parameter.
+    """
+    tags = champion.tags
+    their_metric = tags.get(METRIC_TAG) or next((key for key in tags if key.startswith("val_")), None)
+    their_task = tags.get(TASK_TAG)
+    if their_task is None and champion.run_id:
+        their_task = client.get_run(champion.run_id).data.params.get("target")
+    if their_task not in (None, task) or their_metric != metric:
+        return (
+            f"the champion (version {champion.version}) is a {their_task or 'unknown'}-task model selected on "
+            f"{their_metric or 'an unknown metric'}, this run is a {task}-task model selected on {metric}: "
+            f"register it under its own name (registry.name)"
+        )
+    return None
 
 
 def _metric_of(client: MlflowClient, version, metric: str) -> float | None:  # noqa: ANN001

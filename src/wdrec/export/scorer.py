@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
 from wdrec.data.features import FeatureSpec, SideTensors
+from wdrec.data.io import arrow_column
 from wdrec.data.schema import ITEM_ID, USER_ID
 from wdrec.export.bundle import Bundle
 
@@ -57,7 +57,7 @@ class Scorer:
         # Known users, plus one last row for users the model has never seen (all features unknown).
         self.users = _append(self.spec.encode("user", bundle.users), self.encode_user_features({}))
         self.unknown_row = len(bundle.users)
-        seen = pa.array(bundle.users[SEEN_COLUMN], from_pandas=True)
+        seen = arrow_column(bundle.users[SEEN_COLUMN])
         self._seen_offsets = np.asarray(seen.offsets)
         self._seen_rows = self.item_index.get_indexer(pc.list_flatten(seen).to_pandas()).astype(np.int64)
 

@@ -44,6 +44,11 @@ class InteractionSource(ABC):
     def name(self) -> str:
         return type(self).__name__.lower()
 
+    @property
+    def carries_split(self) -> bool:
+        """True when the input comes already split into train/val/test (the ``predefined`` split)."""
+        return False
+
 
 def download(url: str, path: Path, checksum: str, algorithm: str = "md5", timeout: float = 20.0) -> Path:
     """Fetch ``url`` to ``path`` (atomically) and verify its checksum; a mismatch leaves no file."""

@@ -122,6 +122,10 @@ class Files(InteractionSource):
     def name(self) -> str:
         return "files"
 
+    @property
+    def carries_split(self) -> bool:
+        return bool(self.splits)
+
     def load(self, data_dir: Path | None = None) -> InteractionData:
         """Read the files (``data_dir`` is unused: the paths are the user's own)."""
         origins: dict[str, str] = {}
