@@ -8,6 +8,8 @@ uvicorn worker (``--workers``) builds the app from the same settings. ``models:/
 resolve against ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working
 directory, as ``wdrec fit`` tracks. The model is loaded and probed once before uvicorn
 starts, so a missing, corrupted or unknown model stops here with one line, not a trace.
+With ``--workers N`` (N > 1) it also makes the workers' state directory (serving/cluster.py:
+the model they all follow, and prometheus-client's multiprocess files) and removes it at exit.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging.config
 import os
+import shutil
 import sys
 
 from pydantic import ValidationError
@@ -55,30 +58,42 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.model:
         sys.exit("wdrec-serve: no model: pass --model <bundle path | models:/wdrec@champion> or set WDREC_MODEL")
     logging.config.dictConfig(log_config(settings.log_level))
-    check_model(settings)
+    version = check_model(settings)
+    state = None
+    os.environ.pop("WDREC_STATE_DIR", None)
+    if settings.workers > 1:  # the workers follow one published model and count requests together (serving/cluster.py)
+        from serving.cluster import METRICS, create_state
+
+        state = create_state(settings.model, version)
+        os.environ["WDREC_STATE_DIR"] = str(state)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / METRICS)  # before the workers import prometheus_client
 
     import uvicorn
 
-    uvicorn.run(
-        "serving.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=log_config(settings.log_level),
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            "serving.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=log_config(settings.log_level),
+            access_log=False,
+        )
+    finally:
+        if state is not None:
+            shutil.rmtree(state, ignore_errors=True)
 
 
-def check_model(settings: Settings) -> None:
-    """Load the model once before starting: a bad one ends the process with one line."""
+def check_model(settings: Settings) -> str | None:
+    """Load the model once before starting: a bad one ends the process with one line. Returns its version."""
     import torch
 
     from serving.model_store import ModelLoadError, load_model
 
     torch.set_num_threads(settings.torch_threads)
     try:
-        load_model(settings.model, settings.fast_path, settings.two_stage_candidates)
+        return load_model(settings.model, settings.fast_path, settings.two_stage_candidates).info.version
     except ModelLoadError as error:
         sys.exit(f"wdrec-serve: cannot serve {settings.model}: {error}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -28,6 +29,11 @@ class Settings(BaseSettings):
     max_k: int = Field(1000, ge=1)
     max_ids: int = Field(10_000, ge=1)  # candidates, item_ids, exclude_items
     poll_seconds: float = Field(0.0, ge=0)  # re-resolve a models:/name@alias URI this often; 0 = never
+    # Several workers (serving/cluster.py): wdrec-serve sets state_dir; each worker reads the published model
+    # every sync_seconds, and /admin/reload waits up to reload_timeout for every worker to serve the new one.
+    state_dir: Path | None = None
+    sync_seconds: float = Field(0.25, gt=0)
+    reload_timeout: float = Field(60.0, gt=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     torch_threads: int = Field(1, ge=1)  # 1: on small shared machines more threads only wait on each other
     score_threads: int = Field(1, ge=1)  # scoring calls running at once (worker threads; see routers/recommendations.py)

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request, status
 
+from serving.cluster import Cluster
 from serving.config import Settings
 from serving.middleware import request_info
 from serving.model_store import LoadedModel, ModelStore
@@ -26,6 +27,11 @@ async def get_app_settings(request: Request) -> Settings:
 
 async def get_store(request: Request) -> ModelStore:
     return request.app.state.store
+
+
+async def get_cluster(request: Request) -> Cluster | None:
+    """The workers' shared state when there are several (``wdrec-serve --workers N``), else None."""
+    return request.app.state.cluster
 
 
 async def get_model(request: Request) -> LoadedModel:
@@ -77,6 +83,7 @@ async def require_admin(
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
+ClusterDep = Annotated[Cluster | None, Depends(get_cluster)]
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
 ScoringDep = Annotated[Scoring, Depends(get_scoring)]
 AdminDep = Depends(require_admin)

@@ -17,10 +17,11 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from serving import errors
+from serving.cluster import Cluster
 from serving.config import Settings, get_settings
 from serving.metrics import Metrics
 from serving.middleware import BodyGuard, RequestContext
-from serving.model_store import ModelLoadError, ModelStore
+from serving.model_store import ModelLoadError, ModelStore, is_alias
 from serving.routers import admin, health, metrics, model, recommendations
 
 log = logging.getLogger("wdrec.serving")
@@ -30,6 +31,7 @@ log = logging.getLogger("wdrec.serving")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store: ModelStore = app.state.store
+    cluster: Cluster | None = app.state.cluster
     # torch's thread count is a per-thread setting (OpenMP): a thread that never set it uses
     # every core. Scoring runs here, on the event loop (quick models), or on threads of its own.
     threads = torch.get_num_threads()
@@ -37,27 +39,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.score_executor = ThreadPoolExecutor(
         settings.score_threads, "wdrec-score", initializer=torch.set_num_threads, initargs=(settings.torch_threads,)
     )
-    poller = None
+    tasks: list[asyncio.Task[None]] = []
     try:
-        if store.uri:
+        if cluster is not None:
+            await run_in_threadpool(cluster.start)  # the published model, not necessarily the start URI
+            tasks.append(asyncio.create_task(cluster.watch()))
+        elif store.uri:
             await run_in_threadpool(store.load)  # ModelLoadError: startup fails, naming the file
         else:
             log.warning("no model configured (WDREC_MODEL): not ready until POST /admin/reload loads one")
-        if settings.poll_seconds > 0 and store.uri and store.uri.startswith("models:/") and "@" in store.uri:
-            poller = asyncio.create_task(_poll(store, settings.poll_seconds))
+        if settings.poll_seconds > 0 and is_alias(store.uri):
+            tasks.append(asyncio.create_task(_poll(store, cluster, settings.poll_seconds)))
         yield
     finally:
-        if poller is not None:
-            poller.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await poller
+                await task
+        if cluster is not None:
+            cluster.stop()
         app.state.score_executor.shutdown(wait=False, cancel_futures=True)
         torch.set_num_threads(threads)
 
 
-async def _poll(store: ModelStore, seconds: float) -> None:
+async def _poll(store: ModelStore, cluster: Cluster | None, seconds: float) -> None:
     """Reload when the registry alias (models:/name@alias) moves to another version.
 
+    With several workers the new version is published (serving/cluster.py), so that they all
+    follow the worker whose poll saw the move first, instead of each at its own time.
     A version that failed to load is not retried until the alias moves again.
     """
     failed = None
@@ -68,7 +77,10 @@ async def _poll(store: ModelStore, seconds: float) -> None:
             current = store.current
             if version is not None and version != failed and (current is None or current.info.version != version):
                 failed = version
-                await run_in_threadpool(store.load)
+                if cluster is None:
+                    await run_in_threadpool(store.load)
+                else:
+                    await run_in_threadpool(cluster.follow_alias, version)
                 failed = None
         except ModelLoadError as error:
             log.error("alias poll: version %s failed to load, old model kept: %s", failed, error)
@@ -89,7 +101,10 @@ def create_app(model_uri: str | None = None, settings: Settings | None = None) -
     app.state.store = ModelStore(
         model_uri or settings.model, settings.fast_path, settings.two_stage_candidates
     )
-    app.state.metrics = Metrics(app.state.store)
+    app.state.cluster = None if settings.state_dir is None else Cluster(
+        settings.state_dir, app.state.store, settings.sync_seconds, settings.reload_timeout
+    )  # several workers (wdrec-serve --workers N): they follow one published model
+    app.state.metrics = Metrics(app.state.store, app.state.cluster)
     routers = (health.router, model.router, recommendations.router, admin.router, metrics.router)
     for router in routers:
         app.include_router(router)

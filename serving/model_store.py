@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import Tensor
@@ -195,6 +195,11 @@ def _probe(scorer: Scorer, fast: CatalogueScorer | None, blank: SideTensors) -> 
         raise ModelLoadError("probe request failed: a binary model returned scores outside [0, 1]")
 
 
+def is_alias(uri: str | None) -> TypeGuard[str]:
+    """Whether ``uri`` is a ``models:/name@alias`` URI, whose version can move."""
+    return uri is not None and uri.startswith("models:/") and "@" in uri
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -225,10 +230,13 @@ class ModelStore:
         self.last_error: str | None = None
         self._lock = threading.Lock()
 
-    def load(self, uri: str | None = None) -> tuple[LoadedModel | None, LoadedModel]:
+    def load(self, uri: str | None = None, source: str | None = None) -> tuple[LoadedModel | None, LoadedModel]:
         """Load ``uri`` (default: the store's), probe it and make it current; returns (old, new).
 
-        Blocking: call it from a worker thread. On failure the current model stays.
+        ``source``: what ``ModelInfo.source`` reports instead of ``uri`` (a worker loading the
+        pinned ``models:/name/N`` of a published ``models:/name@alias`` reports the alias, as
+        the worker that published it does). Blocking: call it from a worker thread. On failure
+        the current model stays.
         """
         uri = uri or self.uri
         if not uri:
@@ -241,6 +249,8 @@ class ModelStore:
                 self.failures += 1
                 self.last_error = str(error)
                 raise
+            if source is not None:
+                new = replace(new, info=replace(new.info, source=source))
             self.current = new  # the swap: requests that already hold `old` keep it
             if old is not None:
                 self.reloads += 1
@@ -255,7 +265,7 @@ class ModelStore:
 
     def registry_version(self) -> str | None:
         """The version a ``models:/name@alias`` URI points at now (for polling); None otherwise."""
-        if not self.uri or not self.uri.startswith("models:/") or "@" not in self.uri:
+        if not is_alias(self.uri):
             return None
         from mlflow import MlflowClient
 

@@ -157,11 +157,23 @@ class ReloadRequest(_Request):
     model: str | None = Field(None, max_length=4096, description="bundle path or models:/ URI (default: the one served at start)")
 
 
+class WorkerStatus(BaseModel):
+    """One worker process of a server started with several (``wdrec-serve --workers N``)."""
+
+    pid: int
+    generation: int = Field(description="the published model generation it serves")
+    version: str | None
+    error: str | None = Field(None, description="why its last load failed (it serves its previous model meanwhile)")
+
+
 class ReloadResponse(BaseModel):
     old_version: str | None
     new_version: str | None
     model: str
     loaded_at: str
+    generation: int | None = Field(None, description="several workers: the published generation; null in one process")
+    workers: list[WorkerStatus] = Field(default_factory=list, description="several workers: every live worker, each serving "
+                                        "the new model; empty in one process")  # fmt: skip
 
 
 class Problem(BaseModel):

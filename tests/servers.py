@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -72,6 +73,10 @@ class Server:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log lines (an access line carries request_id, path, status, model_version, and pid: the worker)."""
+        return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
 
 
 @contextlib.contextmanager
