@@ -1,7 +1,10 @@
 """The MLflow pyfunc model, logged as code (MLflow "models from code"): no pickle.
 
 MLflow copies this file into the model and runs it on load; ``set_model`` names the
-model object. The bundle travels as the model's ``bundle`` artifact.
+model object. The bundle travels as the model's ``bundle`` artifact, the ``wdrec`` package
+as its code (``code_paths``), so loading needs only the model's pinned requirements, not
+this checkout. Keep this module's imports (and those of bundle, scorer, features and
+widedeep) free of Lightning and the training code: the requirements do not list them.
 
 ``predict`` takes a DataFrame with string columns ``user_id`` and ``item_id`` and returns
 one probability (or rating, for a regression model) per row, in order.
