@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 CONFIG ?= configs/movielens100k.yaml
 
-.PHONY: install demo test test-slow lint bench serve clean
+.PHONY: install demo test test-slow test-docker lint bench serve clean
 
 $(BIN)/wdrec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: install
 ## Long suites: load, faults, DDP, full training runs.
 test-slow: install
 	$(BIN)/python -m pytest -m slow -q || test $$? -eq 5  # 5: no slow test selected
+
+## The container stack end to end (tests/docker, about 15 minutes): a private Docker daemon builds every
+## image and runs docker/compose.yaml. Needs dockerd, and mmdebstrap where no image registry is reachable.
+test-docker: install
+	$(BIN)/python -m pip install --quiet -e ".[docker]"
+	$(BIN)/python -m pytest -m docker -q tests/docker
 
 lint: install
 	$(BIN)/ruff check src serving tests benchmarks
