@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.config.dictConfig(log_config(settings.log_level))
     version = check_model(settings)
     state = None
-    os.environ.pop("WDREC_STATE_DIR", None)
+    os.environ.pop("WDREC_STATE_DIR", None)  # wdrec-serve's own: made afresh per server, never inherited
     if settings.workers > 1:  # the workers follow one published model and count requests together (serving/cluster.py)
         from serving.cluster import METRICS, create_state
 

@@ -189,8 +189,12 @@ def recommend_pids(server: Server) -> set[int]:
 # --------------------------------------------------------------------- default suite
 def test_two_workers_follow_a_reload_and_count_requests_together(bundle_a, bundle_b, references, tmp_path) -> None:  # noqa: ANN001
     """The issue: after /admin/reload answered 200, 5 of 8 answers still came from the old version."""
-    with running_server(["--model", str(bundle_a), "--workers", "2"], serve_env(f"sqlite:///{tmp_path / 'mlflow.db'}"), tmp_path) as server:
+    scratch = tmp_path / "tmp"  # where wdrec-serve makes the workers' state directory
+    scratch.mkdir()
+    env = serve_env(f"sqlite:///{tmp_path / 'mlflow.db'}") | {"TMPDIR": str(scratch)}
+    with running_server(["--model", str(bundle_a), "--workers", "2"], env, tmp_path) as server:
         before = wait_for_workers(server, 2, "1")
+        (state,) = scratch.iterdir()
         with Load(server.url, references, threads=2) as load:
             time.sleep(1.0)
             reloaded = reload(server, bundle_b, "1")
@@ -202,9 +206,11 @@ def test_two_workers_follow_a_reload_and_count_requests_together(bundle_a, bundl
         assert not load.failures(), load.failures()[:5]
         assert not stale(load.answers, [reloaded], "1"), stale(load.answers, [reloaded], "1")[:5]
         assert any(a.version == "2" for a in load.answers) and recommend_pids(server) == set(before)
+        assert {path.name for path in (state / "metrics").iterdir()} >= {f"counter_{pid}.db" for pid in before}
         counts = request_counts(server, tries=30)
     assert set(counts) == set(before), counts  # both workers answered scrapes, each counting every request
     assert all(c == {float(len(load.answers))} for c in counts.values()), (len(load.answers), counts)
+    assert not state.exists()  # removed at exit
 
 
 # ------------------------------------------------------------------------ slow suite
@@ -247,7 +253,7 @@ def test_reloads_under_load_reach_every_worker(count: int, bundle_a, bundle_b, c
 def test_a_lagging_worker_is_named_and_a_replaced_one_loads_the_published_model(bundle_a, bundle_b, tmp_path) -> None:  # noqa: ANN001
     """A stopped worker: the reload answers 504 naming it, and it catches up once it runs again. A
     killed worker: uvicorn's replacement serves the published version 2, not the start URI's 1."""
-    env = serve_env(f"sqlite:///{tmp_path / 'mlflow.db'}", reload_timeout="1")  # uvicorn kills a worker silent for 5 s
+    env = serve_env(f"sqlite:///{tmp_path / 'mlflow.db'}", reload_timeout="0.5")  # uvicorn kills a worker silent for 5 s
     with running_server(["--model", str(bundle_a), "--workers", "2"], env, tmp_path) as server:
         before = wait_for_workers(server, 2, "1")
         stopped = min(before)
