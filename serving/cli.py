@@ -22,8 +22,9 @@ import sys
 
 from pydantic import ValidationError
 
-from serving.config import DEFAULT_TRACKING_URI, Settings, get_settings
+from serving.config import Settings, get_settings
 from serving.logs import log_config
+from wdrec.tracking_store import DEFAULT_TRACKING_URI
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

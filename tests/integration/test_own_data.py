@@ -120,9 +120,6 @@ def write_config(case: Case, source: dict[str, object], folder: Path) -> Path:
     if not case.presplit and case.target == "binary":
         data["split"] = "random"
     config: dict[str, object] = {"seed_everything": 42, "trainer": FIT, "model": {"hidden": [64, 32]}, "data": data}
-    if case.target == "binary":
-        selection = {"monitor": "val_auc", "mode": "max"}
-        config |= {"checkpoint": selection, "early_stopping": selection, "registry": {"metric": "val_auc", "mode": "max"}}
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

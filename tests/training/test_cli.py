@@ -25,7 +25,20 @@ def test_print_config_shows_the_resolved_job(capsys: pytest.CaptureFixture[str])
     assert config["data"]["class_path"] == "wdrec.data.datamodule.InteractionDataModule"
     assert config["data"]["init_args"]["source"]["class_path"] == "wdrec.data.sources.movielens.MovieLens"
     assert config["model"]["wide_optimizer"]["class_path"] == "wdrec.training.ftrl.FTRL"
-    assert config["checkpoint"]["monitor"] == "val_ndcg_10"
+
+
+@pytest.mark.parametrize(
+    ("config", "metric", "mode"),
+    [("movielens100k.yaml", "val_ndcg_10", "max"), ("movielens100k-ctr.yaml", "val_auc", "max"),
+     ("movielens100k-rating.yaml", "val_rmse", "min")],
+)  # fmt: skip
+def test_the_task_decides_what_checkpointing_and_early_stopping_monitor(config: str, metric: str, mode: str) -> None:
+    """One selection metric per task, so the best epoch, early stopping, the scheduler and the
+    registry's champion never disagree (the registry and scheduler derive it the same way)."""
+    trainer = run(["--config", str(CONFIGS / config)], subcommand=False).trainer
+    assert (trainer.checkpoint_callback.monitor, trainer.checkpoint_callback.mode) == (metric, mode)
+    stopping = trainer.early_stopping_callback
+    assert (stopping.monitor, stopping.mode) == (metric, mode)
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])

@@ -24,6 +24,7 @@ ITEM_ID = "item_id"
 RATING = "rating"
 LABEL = "label"
 TIMESTAMP = "timestamp"
+SEEN_COLUMN = "seen"  # the users table's list of every item a user interacted with (bundles, serving)
 
 STRING_LIST = pd.ArrowDtype(pa.list_(pa.string()))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Literal
 
 import lightning as L
 import torch
@@ -15,6 +14,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from wdrec.data.io import atomic_write_text
 from wdrec.export.bundle import METADATA, write_bundle
 from wdrec.model.widedeep import WideDeep
+from wdrec.training.metrics import selection_for
+from wdrec.training.module import WideDeepModule
 
 # The registered model of each training target, unless `registry.name` says otherwise.
 REGISTERED_NAMES = {"implicit": "wdrec", "binary": "wdrec-ctr", "rating": "wdrec-rating"}
@@ -23,11 +24,12 @@ REGISTERED_NAMES = {"implicit": "wdrec", "binary": "wdrec-ctr", "rating": "wdrec
 class RegisterModel(L.Callback):
     """Registers every completed fit; an interrupted or failed fit registers nothing.
 
+    The ``champion`` alias is decided by the task's selection metric
+    (:func:`~wdrec.training.metrics.selection_for`), the one that picked the best checkpoint.
+
     Args:
         name: registered model name; by default one per task (:data:`REGISTERED_NAMES`), so that
             a rating model never competes with a ranking model for the same ``champion``.
-        metric: validation metric that decides the ``champion`` alias.
-        mode: ``max`` if higher is better, else ``min``.
         bundle_root: local folder for bundles (one per run id).
         enabled: set false to train without touching the registry.
     """
@@ -35,12 +37,10 @@ class RegisterModel(L.Callback):
     def __init__(
         self,
         name: str | None = None,
-        metric: str = "val_ndcg_10",
-        mode: Literal["max", "min"] = "max",
         bundle_root: str = "bundles",
         enabled: bool = True,
     ) -> None:
-        self.name, self.metric, self.mode = name, metric, mode
+        self.name = name
         self.bundle_root, self.enabled = Path(bundle_root), enabled
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -49,9 +49,10 @@ class RegisterModel(L.Callback):
             return
         datamodule = trainer.datamodule
         name = self.name or REGISTERED_NAMES[datamodule.target]
-        value = self._best_value(trainer)
+        selection = selection_for(datamodule)
+        value = self._best_value(trainer, selection.metric)
         last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_") and v.numel() == 1}
-        metadata = {"run_id": logger.run_id, "registered_model": name, "selection": {self.metric: value},
+        metadata = {"run_id": logger.run_id, "registered_model": name, "selection": {selection.metric: value},
                     "metrics": last}  # fmt: skip
         bundle = write_bundle(
             self.bundle_root / logger.run_id, best_network(trainer, pl_module), datamodule.feature_spec,
@@ -60,7 +61,9 @@ class RegisterModel(L.Callback):
         # Imported here: MLflow takes 1.5 s to import, and `wdrec fit` without a registry never needs it.
         from wdrec.export.registry import log_pyfunc_model, register
 
-        registration = register(log_pyfunc_model(bundle, logger.run_id), name, self.metric, value, self.mode, datamodule.target)
+        registration = register(
+            log_pyfunc_model(bundle, logger.run_id), name, selection.metric, value, selection.mode, datamodule.target
+        )
         metadata_path = bundle / METADATA
         atomic_write_text(metadata_path, json.dumps({**json.loads(metadata_path.read_text()), "version": registration.version}, indent=2))
         logger.experiment.set_tag(logger.run_id, "registered_model_version", f"{name}/{registration.version}")
@@ -68,16 +71,17 @@ class RegisterModel(L.Callback):
         if registration.refused:
             rank_zero_warn(f"{name}: the champion alias was not moved: {registration.refused}")
         rank_zero_info(
-            f"Registered {name} version {registration.version} ({self.metric}={value:.4f}, {status}); bundle: {bundle}"
+            f"Registered {name} version {registration.version} ({selection.metric}={value:.4f}, {status}); bundle: {bundle}"
         )
 
-    def _best_value(self, trainer: L.Trainer) -> float:
+    @staticmethod
+    def _best_value(trainer: L.Trainer, metric: str) -> float:
         checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None and checkpoint.monitor == self.metric and checkpoint.best_model_score is not None:
+        if checkpoint is not None and checkpoint.monitor == metric and checkpoint.best_model_score is not None:
             return float(checkpoint.best_model_score)
-        if self.metric not in trainer.callback_metrics:
-            raise KeyError(f"RegisterModel: metric {self.metric!r} was never logged; logged: {sorted(trainer.callback_metrics)}")
-        return float(trainer.callback_metrics[self.metric])
+        if metric not in trainer.callback_metrics:
+            raise KeyError(f"RegisterModel: metric {metric!r} was never logged; logged: {sorted(trainer.callback_metrics)}")
+        return float(trainer.callback_metrics[metric])
 
 
 def best_network(trainer: L.Trainer, pl_module: L.LightningModule) -> WideDeep:
@@ -87,5 +91,5 @@ def best_network(trainer: L.Trainer, pl_module: L.LightningModule) -> WideDeep:
     path = getattr(checkpoint, "best_model_path", "")
     if path:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+        net.load_state_dict(WideDeepModule.network_weights(state))
     return net

@@ -20,6 +20,7 @@ from jsonargparse import ArgumentParser
 from wdrec.data.features import FeatureSpec
 from wdrec.export.bundle import write_bundle
 from wdrec.model.widedeep import WideDeep, WideDeepConfig
+from wdrec.training.module import WideDeepModule
 
 
 def export_checkpoint(checkpoint_path: Path, output: Path, config_path: Path | None = None) -> Path:
@@ -35,7 +36,7 @@ def export_checkpoint(checkpoint_path: Path, output: Path, config_path: Path | N
     if datamodule.feature_spec != spec:
         raise ValueError(f"{checkpoint_path}: the data no longer yields the FeatureSpec it was trained with")
     net = WideDeep(WideDeepConfig(**checkpoint["model_config"]))
-    net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")})
+    net.load_state_dict(WideDeepModule.network_weights(checkpoint["state_dict"]))
     metadata = {"checkpoint": str(checkpoint_path), "epoch": checkpoint.get("epoch"), "global_step": checkpoint.get("global_step")}
     return write_bundle(output, net.eval(), spec, datamodule.users_frame, datamodule.items_frame, metadata)
 

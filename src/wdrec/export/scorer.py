@@ -18,10 +18,8 @@ from torch import Tensor
 
 from wdrec.data.features import FeatureSpec, SideTensors
 from wdrec.data.io import arrow_column
-from wdrec.data.schema import ITEM_ID, USER_ID
+from wdrec.data.schema import ITEM_ID, SEEN_COLUMN, USER_ID
 from wdrec.export.bundle import Bundle
-
-SEEN_COLUMN = "seen"
 
 
 class UnknownItemsError(KeyError):

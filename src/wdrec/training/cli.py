@@ -2,7 +2,8 @@
 
 Data sizes are linked into the model at instantiation, checkpointing and early stopping
 are always on (configurable under ``checkpoint.*`` (best), ``last_checkpoint.*`` and
-``early_stopping.*``), so are the training diagnostics (``diagnostics.*``, see
+``early_stopping.*``; what they monitor is the task's selection metric,
+:func:`~wdrec.training.metrics.selection_for`), so are the training diagnostics (``diagnostics.*``, see
 :mod:`wdrec.training.diagnostics`), runs are tracked in MLflow (``trainer.logger``), and
 the resolved config is logged into the run.
 """
@@ -17,6 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from wdrec.training.callbacks import TrainingPlots
 from wdrec.training.diagnostics import TrainingDiagnostics
+from wdrec.training.metrics import EvaluatedData, selection_for
 
 
 class WideDeepCLI(LightningCLI):
@@ -25,18 +27,27 @@ class WideDeepCLI(LightningCLI):
         parser.link_arguments("data.task", "model.task", apply_on="instantiate")
         parser.link_arguments("data.output_bias", "model.output_bias", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")  # the best epoch, for export
-        parser.set_defaults({"checkpoint.dirpath": "checkpoints", "checkpoint.filename": "best-{epoch:02d}",
-                             "checkpoint.monitor": "val_ndcg_10", "checkpoint.mode": "max"})  # fmt: skip
+        parser.set_defaults({"checkpoint.dirpath": "checkpoints", "checkpoint.filename": "best-{epoch:02d}"})
         # Every epoch's end, overwritten, for `--ckpt_path last`: Lightning's own save_last only
         # writes when the monitored metric improves, so a resume could restart epochs back.
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults({"last_checkpoint.dirpath": "checkpoints", "last_checkpoint.filename": "last",
                              "last_checkpoint.enable_version_counter": False})  # fmt: skip
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val_ndcg_10", "early_stopping.mode": "max",
-                             "early_stopping.patience": 3})  # fmt: skip
+        parser.set_defaults({"early_stopping.patience": 3})
+        for selected in ("checkpoint", "early_stopping"):  # the task's selection metric (registry and scheduler too)
+            parser.link_arguments("data", f"{selected}.monitor", compute_fn=selected_metric, apply_on="instantiate")
+            parser.link_arguments("data", f"{selected}.mode", compute_fn=selected_mode, apply_on="instantiate")
         parser.add_lightning_class_args(TrainingPlots, "plots")
         parser.add_lightning_class_args(TrainingDiagnostics, "diagnostics")  # --diagnostics.every_n_steps, .enabled
+
+
+def selected_metric(data: EvaluatedData) -> str:
+    return selection_for(data).metric
+
+
+def selected_mode(data: EvaluatedData) -> str:
+    return selection_for(data).mode
 
 
 def quiet_known_warnings() -> None:

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+
+
+class EvaluatedData(Protocol):
+    target: str  # implicit, binary or rating
+    full_ranking: bool  # whether validation ranks the whole catalogue
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The validation metric that picks the best epoch, stops early, drives the scheduler's
+    plateau and decides the registry's champion: derived from the task, so the four agree."""
+
+    metric: str
+    mode: Literal["max", "min"]
+
+
+def selection_for(data: EvaluatedData) -> Selection:
+    """NDCG@10 for implicit feedback ranked over the catalogue, RMSE for ratings, else AUC."""
+    if data.target == "rating":
+        return Selection("val_rmse", "min")
+    if data.target == "implicit" and data.full_ranking:
+        return Selection("val_ndcg_10", "max")
+    return Selection("val_auc", "max")
 
 
 class TopKRanking(Metric):

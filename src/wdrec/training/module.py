@@ -22,7 +22,7 @@ from torchmetrics.regression import MeanAbsoluteError
 
 from wdrec.model.widedeep import WideDeep, WideDeepConfig
 from wdrec.training.ftrl import FTRL
-from wdrec.training.metrics import TopKRanking
+from wdrec.training.metrics import TopKRanking, selection_for
 from wdrec.training.optim import JointOptimizer
 
 Batch = dict[str, Tensor]
@@ -101,6 +101,11 @@ class WideDeepModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.hparams.compile:
             self.net.compile()  # in place: parameter names, checkpoints and bundles stay the same
+
+    @staticmethod
+    def network_weights(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The network's own weights in a checkpoint's ``state_dict``, where this module keeps it as ``net``."""
+        return {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -207,5 +212,5 @@ class WideDeepModule(L.LightningModule):
         if self.scheduler is None:
             return optimizer
         scheduler = self.scheduler(optimizer)
-        monitor = "val_ndcg_10" if self.net.config.task == "binary" else "val_rmse"
+        monitor = selection_for(self.trainer.datamodule).metric
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}

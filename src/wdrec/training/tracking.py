@@ -33,8 +33,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 import wdrec
+from wdrec.tracking_store import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 HOST_TAG, PID_TAG, START_TAG = "wdrec.host", "wdrec.pid", "wdrec.process_start"
 NOTE_TAG = "wdrec.note"
 RESUMED_FROM_TAG, RESUMED_IN_TAG = "wdrec.resumed_from_run", "wdrec.resumed_in_run"
@@ -42,11 +42,6 @@ RESUMED_FROM_TAG, RESUMED_IN_TAG = "wdrec.resumed_from_run", "wdrec.resumed_in_r
 
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking store cannot be reached; raised before any training starts."""
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The given URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
@@ -217,7 +212,7 @@ class LogConfigToMLflow(SaveConfigCallback):
         logger.experiment.log_text(logger.run_id, self.config_yaml, "config.yaml")
         datamodule = trainer.datamodule
         logger.experiment.log_dict(logger.run_id, datamodule.feature_spec.to_dict(), "feature_spec.json")
-        logger.experiment.log_dict(logger.run_id, datamodule.data.summary(), "data_summary.json")
+        logger.experiment.log_dict(logger.run_id, datamodule.summary(), "data_summary.json")
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint["wdrec_config"] = self.config_yaml
