@@ -91,7 +91,7 @@ def measure(workdir: Path, files: list[str], args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     dm.setup("fit")
     fit_s = time.perf_counter() - started
-    rows, after_fit = dm.data.interactions, peak_rss_mb()
+    rows, after_fit = dm.summary()["interactions"], peak_rss_mb()
 
     loader = dm.train_dataloader()
     trace, every = [], max(1, len(loader) // 20)

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from wdrec.data import datamodule
-from wdrec.data.datamodule import InteractionDataModule, PointwiseBatches, RankingBatches, TrainBatches
+from wdrec.data import batches
+from wdrec.data.batches import PointwiseBatches, RankingBatches, TrainBatches, TrainingPlan
+from wdrec.data.datamodule import InteractionDataModule
 from wdrec.data.features import Field
-from wdrec.data.sampling import NegativeSampler
+from wdrec.data.sampling import UnseenItemSampler
 from wdrec.data.schema import DataError
 from wdrec.data.sources import movielens
 from wdrec.data.sources.base import SourceUnavailable
@@ -156,13 +157,13 @@ def shards(make, world_size: int) -> list[list[dict[str, torch.Tensor]]]:
     return out
 
 
-@pytest.mark.parametrize("negative_draw", [datamodule.NEGATIVE_DRAW, 5000])  # one draw per epoch; one per 6 batches
+@pytest.mark.parametrize("negative_draw", [batches.NEGATIVE_DRAW, 5000])  # one draw per epoch; one per 6 batches
 def test_train_shards_cover_every_movielens_positive_once(dm, monkeypatch, negative_draw):
-    monkeypatch.setattr(datamodule, "NEGATIVE_DRAW", negative_draw)
+    monkeypatch.setattr(batches, "NEGATIVE_DRAW", negative_draw)
     rows = dm.rows["train"]
     ranks = shards(
-        lambda rank: TrainBatches(rows, dm.sampler, negatives=4, batch_size=1000, seed=42, epoch=lambda: 0,
-                                  rank=rank, world_size=2),  # fmt: skip
+        lambda rank: TrainBatches(rows, TrainingPlan(dm.sampler, negatives=4, batch_size=1000, seed=42,
+                                                     epoch=lambda: 0, rank=rank, world_size=2)),  # fmt: skip
         2,
     )
 
@@ -190,13 +191,13 @@ def test_every_loader_shards_an_odd_number_of_rows_exactly(n, world_size, per_ba
     """
     everyone = torch.arange(n)
     rows = {"user": everyone, "item": everyone % 7, "label": torch.ones(n)}
-    sampler = NegativeSampler(rows["user"], rows["item"], 7)
+    sampler = UnseenItemSampler(rows["user"], rows["item"], 7)
     relevant = {"user": everyone.repeat(2), "item": torch.cat([everyone % 7, (everyone + 1) % 7])}
     exclude = {"user": everyone, "item": (everyone + 2) % 7}
     bounds = {"start": everyone, "position": everyone}  # where each user's history lies (unused here)
     loaders = {
-        "train": lambda rank: TrainBatches(rows, sampler, negatives=1, batch_size=2 * per_batch, seed=0,
-                                           epoch=lambda: 3, rank=rank, world_size=world_size),  # fmt: skip
+        "train": lambda rank: TrainBatches(rows, TrainingPlan(sampler, negatives=1, batch_size=2 * per_batch, seed=0,
+                                                              epoch=lambda: 3, rank=rank, world_size=world_size)),  # fmt: skip
         "pointwise": lambda rank: PointwiseBatches(rows, per_batch, rank, world_size),
         "ranking": lambda rank: RankingBatches(everyone, bounds, relevant, exclude, per_batch, rank, world_size),
     }

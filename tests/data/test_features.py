@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from wdrec.data.datamodule import build_items_frame, build_users_frame
+from wdrec.data.entities import build_items_frame, build_users_frame
 from wdrec.data.features import CROSS_PRIMES, Cross, FeatureSpec, Field, SideTensors
 from wdrec.data.schema import STRING_LIST, DataError
 from wdrec.data.splits import Splits, make_splits

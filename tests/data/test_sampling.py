@@ -1,4 +1,5 @@
-"""Negative sampling for implicit feedback: never a training positive, seeded, fresh every epoch."""
+"""Negative sampling for implicit feedback: never a training positive (in memory) or the row's own item
+(out of core), seeded, fresh every epoch, placed after the positives."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from wdrec.data.datamodule import InteractionDataModule, TrainBatches
-from wdrec.data.sampling import NegativeSampler
+from wdrec.data.batches import TrainBatches, TrainingPlan, with_negatives
+from wdrec.data.datamodule import InteractionDataModule
+from wdrec.data.sampling import OtherItemSampler, UnseenItemSampler
 from wdrec.data.sources.movielens import MovieLens
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -38,25 +40,23 @@ def keys(users: torch.Tensor, items: torch.Tensor) -> np.ndarray:
 @pytest.mark.parametrize("distribution", ["uniform", "popularity"])
 def test_never_a_training_positive_of_that_user(positives, distribution):
     users, items = positives
-    sampler = NegativeSampler(users, items, NUM_ITEMS, distribution)
-    asked = users.repeat(2)  # ~200k draws, weighted towards heavy users (the hardest to sample for)
+    sampler = UnseenItemSampler(users, items, NUM_ITEMS, distribution)
 
-    kept_users, drawn = sampler.sample(asked, torch.Generator().manual_seed(0))
+    drawn = sampler.draw(users, items, 2, torch.Generator().manual_seed(0))  # ~200k draws, heavy users weigh most
 
-    assert torch.equal(kept_users, asked)  # nobody on ML-100k has rated everything: no draw is dropped
-    assert drawn.min() >= 0 and drawn.max() < NUM_ITEMS
-    assert not np.isin(keys(kept_users, drawn), keys(users, items)).any()
+    assert drawn.shape == (len(users), 2)
+    assert drawn.min() >= 0 and drawn.max() < NUM_ITEMS  # nobody on ML-100k has rated everything: none is -1
+    assert not np.isin(keys(users.repeat_interleave(2), drawn.flatten()), keys(users, items)).any()
 
 
 def test_popularity_draws_follow_item_counts_and_uniform_draws_do_not(positives):
     users, items = positives
     counts = torch.bincount(items, minlength=NUM_ITEMS).numpy()
-    asked = users[torch.randint(len(users), (100_000,), generator=torch.Generator().manual_seed(1))]
+    asked = torch.randint(len(users), (100_000,), generator=torch.Generator().manual_seed(1))
 
     def correlation(distribution: str) -> float:
-        _, drawn = NegativeSampler(users, items, NUM_ITEMS, distribution).sample(
-            asked, torch.Generator().manual_seed(2)
-        )
+        sampler = UnseenItemSampler(users, items, NUM_ITEMS, distribution)
+        drawn = sampler.draw(users[asked], items[asked], 1, torch.Generator().manual_seed(2)).flatten()
         return spearmanr(torch.bincount(drawn, minlength=NUM_ITEMS).numpy(), counts).statistic
 
     assert correlation("popularity") > 0.5
@@ -66,10 +66,10 @@ def test_popularity_draws_follow_item_counts_and_uniform_draws_do_not(positives)
 
 def test_same_generator_seed_same_draws(positives):
     users, items = positives
-    sampler = NegativeSampler(users, items, NUM_ITEMS, "popularity")
+    sampler = UnseenItemSampler(users, items, NUM_ITEMS, "popularity")
 
     def draw(seed: int) -> torch.Tensor:
-        return sampler.sample(users[:5000], torch.Generator().manual_seed(seed))[1]
+        return sampler.draw(users[:5000], items[:5000], 1, torch.Generator().manual_seed(seed))
 
     assert torch.equal(draw(3), draw(3))
     assert not torch.equal(draw(3), draw(4))
@@ -77,17 +77,47 @@ def test_same_generator_seed_same_draws(positives):
 
 def test_a_user_with_every_item_gets_no_negative_and_the_draw_ends():
     items = torch.arange(5)
-    sampler = NegativeSampler(torch.cat([torch.zeros(5), torch.ones(1)]), torch.cat([items, torch.tensor([0])]), 5)
+    sampler = UnseenItemSampler(torch.cat([torch.zeros(5), torch.ones(1)]), torch.cat([items, torch.tensor([0])]), 5)
 
-    users, drawn = sampler.sample(torch.tensor([0, 1, 0, 1, 0]), torch.Generator().manual_seed(0))
+    drawn = sampler.draw(torch.tensor([0, 1, 0, 1, 0]), torch.zeros(5), 1, torch.Generator().manual_seed(0)).flatten()
 
-    assert users.tolist() == [1, 1]  # user 0's draws are dropped, not retried forever
-    assert drawn.ne(0).all()
+    assert drawn[[0, 2, 4]].tolist() == [-1, -1, -1]  # user 0's draws are given up, not retried forever
+    assert drawn[[1, 3]].gt(0).all()
 
 
 def test_unknown_distribution_is_refused():
     with pytest.raises(ValueError, match="negative_sampling must be 'uniform' or 'popularity', got 'zipf'"):
-        NegativeSampler(torch.zeros(1), torch.zeros(1), 3, "zipf")
+        UnseenItemSampler(torch.zeros(1), torch.zeros(1), 3, "zipf")
+
+
+def test_out_of_core_negatives_are_never_the_row_s_own_item():
+    """What a stream can check: the row itself. An unknown item (row 5 of 5) excludes nothing."""
+    sampler = OtherItemSampler(5)
+    items = torch.tensor([0, 4, 2, 5])
+
+    drawn = sampler.draw(torch.zeros(4, dtype=torch.long), items, 500, np.random.default_rng(0))
+
+    assert drawn.shape == (4, 500) and drawn.min() >= 0 and drawn.max() < 5
+    for row, own in enumerate(items.tolist()):
+        expected = set(range(5)) - {own}
+        assert set(drawn[row].tolist()) == expected, own
+    again = sampler.draw(torch.zeros(4, dtype=torch.long), items, 500, np.random.default_rng(0))
+    assert torch.equal(drawn, again)
+
+
+@pytest.mark.parametrize("by_round", [False, True])
+def test_negatives_follow_the_positives_and_copy_their_rows(by_round):
+    rows = {"user": torch.tensor([7, 8]), "item": torch.tensor([1, 2]), "label": torch.ones(2), "position": torch.tensor([30, 40])}
+    drawn = torch.tensor([[3, -1, 5], [6, 9, 4]])  # row 0: 3, -1 (none found), 5; row 1: 6, 9, 4
+
+    batch = with_negatives(rows, drawn.T if by_round else drawn, by_round=by_round)
+
+    owners = [0, 1, 1, 0, 1] if by_round else [0, 0, 1, 1, 1]  # round by round, or each row's in turn
+    items = [3, 6, 9, 5, 4] if by_round else [3, 5, 6, 9, 4]
+    assert batch["item"].tolist() == [1, 2, *items]
+    assert batch["label"].tolist() == [1.0, 1.0] + [0.0] * 5
+    assert batch["user"].tolist() == [7, 8, *(rows["user"][owners].tolist())]
+    assert batch["position"].tolist() == [30, 40, *(rows["position"][owners].tolist())]  # the positive's moment
 
 
 # --- through the datamodule ---------------------------------------------------------------------
@@ -115,7 +145,8 @@ def epoch_negatives(batches: TrainBatches) -> tuple[np.ndarray, np.ndarray]:
 def test_fresh_negatives_every_epoch_and_the_same_for_the_same_epoch(datamodule):
     epochs = iter([0, 1, 0])
     rows = {name: column[:20_000] for name, column in datamodule.rows["train"].items()}
-    batches = TrainBatches(rows, datamodule.sampler, negatives=3, batch_size=8000, seed=42, epoch=lambda: next(epochs))
+    plan = TrainingPlan(datamodule.sampler, negatives=3, batch_size=8000, seed=42, epoch=lambda: next(epochs))
+    batches = TrainBatches(rows, plan)
 
     first_pos, first_neg = epoch_negatives(batches)  # epoch 0
     second_pos, second_neg = epoch_negatives(batches)  # epoch 1

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from wdrec.data.batches import TrainingPlan
 from wdrec.data.datamodule import InteractionDataModule
 from wdrec.data.features import Cross, FeatureSpec, Field
 from wdrec.data.io import write_parquet
@@ -90,7 +91,7 @@ def test_one_pass_spec_equals_the_in_memory_fit(files, tables, target, tmp_path)
     fields, crosses = features()
     train = with_target(tables.interactions, target, "log")  # binary: ratings of 3 dropped
     assert dm.feature_spec == FeatureSpec.fit(fields, crosses, train, tables.users, tables.items)
-    assert dm.data.summary()["interactions"] == len(train)
+    assert dm.summary()["interactions"] == len(train)
 
     dm.feature_spec.save(tmp_path / "spec.json")  # a saved spec skips the fit and gives the same module
     loaded = StreamingDataModule(str(files["log"]), str(files["users"]), str(files["items"]), target=target,
@@ -107,8 +108,8 @@ def test_an_epoch_over_two_ranks_and_two_workers_sees_every_row_once(files, tabl
     expected = every_row(dm, with_target(tables.interactions, target, "log"))
     seen, counts = [], []
     for rank in (0, 1):
-        dataset = StreamingBatches(dm.files, dm.row_groups, dm._user_row, dm._item_row, 125, 0, 500, 7,
-                                   lambda: 0, rank, world_size=2, num_workers=2)  # fmt: skip
+        plan = TrainingPlan(dm.sampler, 0, 125, 7, lambda: 0, rank, world_size=2)
+        dataset = StreamingBatches(dm.files, dm.row_groups, dm._user_row, dm._item_row, plan, 500, num_workers=2)
         assert len(dataset) == 2 * dataset.batches_per_worker
         for worker in (0, 1):
             batches = list(dataset.batches(worker))
@@ -129,8 +130,8 @@ def test_dataloader_workers_split_a_rank_between_them(files, tables):
 def test_shuffling_changes_the_order_between_epochs_not_the_rows(files):
     dm = module(files, negatives=0)
     epoch = {"now": 0}
-    dataset = StreamingBatches(dm.files, dm.row_groups, dm._user_row, dm._item_row, 200, 0, 500, 7,
-                               lambda: epoch["now"])  # fmt: skip
+    plan = TrainingPlan(dm.sampler, 0, 200, 7, lambda: epoch["now"])
+    dataset = StreamingBatches(dm.files, dm.row_groups, dm._user_row, dm._item_row, plan, 500)
     first, again = pairs(dataset), pairs(dataset)
     epoch["now"] = 1
     second = pairs(dataset)

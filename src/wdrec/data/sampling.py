@@ -1,28 +1,49 @@
-"""Negative sampling for implicit feedback: items the user has not interacted with in training."""
+"""Negative sampling for implicit feedback: one interface, a rule per data module.
+
+A :class:`NegativeSampler` draws ``k`` items for each positive (user, item) row. What a
+negative must not be depends on what the data module can know: in memory, every
+interaction is at hand (:class:`UnseenItemSampler`, never an item the user interacted
+with); out of core, only the row itself (:class:`OtherItemSampler`, never the row's own
+item). Each sampler takes the generator its draws were defined with (torch or numpy), so
+that a seed gives the same negatives as before the two shared this interface.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
 Distribution = Literal["uniform", "popularity"]
+Generator = torch.Generator | np.random.Generator
 
 
-class NegativeSampler:
-    """Draws items for users, never one of that user's training positives.
+class NegativeSampler(ABC):
+    """Draws negatives from the catalogue ``range(num_items)``."""
+
+    num_items: int
+
+    @abstractmethod
+    def draw(self, users: Tensor, items: Tensor, k: int, generator: Generator) -> Tensor:
+        """(P, k) negative item rows for the positives (``users[i]``, ``items[i]``); -1 where none was found."""
+
+
+class UnseenItemSampler(NegativeSampler):
+    """Never one of the user's known positives; draws with a ``torch.Generator``.
 
     Draws are vectorised: all items at once, then only the clashes are redrawn, for at most
     ``max_rounds`` rounds; a user who has interacted with (nearly) every item can be left
-    without a negative, and such draws are dropped rather than looping forever.
+    without a negative (-1), rather than looping forever.
 
     Args:
-        users, items: the training positives, as row indices into the user table and the
+        users, items: the positives to avoid, as row indices into the user table and the
             item catalogue.
-        num_items: size of the catalogue (items are drawn from ``range(num_items)``).
+        num_items: size of the catalogue.
         distribution: ``uniform`` over the catalogue, or ``popularity``: proportional to
-            training count ** ``exponent`` (0.75 as in word2vec flattens the head).
+            count in ``items`` ** ``exponent`` (0.75 as in word2vec flattens the head).
     """
 
     def __init__(
@@ -51,25 +72,39 @@ class NegativeSampler:
         where = torch.searchsorted(self.positive_keys, keys).clamp_(max=len(self.positive_keys) - 1)
         return self.positive_keys[where] == keys
 
-    def sample(self, users: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """One negative item per entry of ``users``; returns (users kept, items)."""
-        items = self.draw(users, generator)
-        keep = items >= 0
-        return users[keep], items[keep]
-
-    def draw(self, users: Tensor, generator: torch.Generator) -> Tensor:
-        """One negative item per entry of ``users``, in place; -1 where none was found."""
-        items = self._draw(len(users), generator)
-        pending = torch.nonzero(self.is_positive(users, items)).squeeze(1)  # draws that hit a positive
+    def draw(self, users: Tensor, items: Tensor, k: int, generator: torch.Generator) -> Tensor:
+        """The user's positives are all it checks, so ``items`` is not read."""
+        owners = users.repeat_interleave(k)
+        drawn = self._uniform_or_popular(len(owners), generator)
+        pending = torch.nonzero(self.is_positive(owners, drawn)).squeeze(1)  # draws that hit a positive
         for _ in range(self.max_rounds):
             if not len(pending):
-                return items
-            items[pending] = self._draw(len(pending), generator)
-            pending = pending[self.is_positive(users[pending], items[pending])]  # only redrawn ones can clash
-        return items.index_fill_(0, pending, -1)
+                return drawn.view(-1, k)
+            drawn[pending] = self._uniform_or_popular(len(pending), generator)
+            pending = pending[self.is_positive(owners[pending], drawn[pending])]  # only redrawn ones can clash
+        return drawn.index_fill_(0, pending, -1).view(-1, k)
 
-    def _draw(self, n: int, generator: torch.Generator) -> Tensor:
+    def _uniform_or_popular(self, n: int, generator: torch.Generator) -> Tensor:
         if self.cdf is None:
             return torch.randint(self.num_items, (n,), generator=generator)
         uniform = torch.rand(n, generator=generator, dtype=torch.float64)
         return torch.searchsorted(self.cdf, uniform).clamp_(max=self.num_items - 1)
+
+
+class OtherItemSampler(NegativeSampler):
+    """Uniform over the catalogue, never the row's own item; draws with a numpy ``Generator``.
+
+    All that a stream can check: with ``m`` positives per user in a catalogue of ``n``
+    items, a negative is one of the user's other positives with probability about ``m / n``.
+    An unknown item (row ``num_items``, outside the catalogue) excludes nothing.
+    """
+
+    def __init__(self, num_items: int) -> None:
+        self.num_items = num_items
+
+    def draw(self, users: Tensor, items: Tensor, k: int, generator: np.random.Generator) -> Tensor:
+        own = items.numpy()[:, None]  # (P, 1)
+        n = self.num_items
+        drawn = generator.integers(0, np.where(own < n, n - 1, n), size=(len(own), k))
+        drawn += drawn >= own
+        return torch.from_numpy(drawn)

@@ -1,10 +1,9 @@
 """Out-of-core training data: interaction Parquet streamed row group by row group.
 
 :class:`StreamingDataModule` trains on interaction logs larger than memory. It reuses the
-in-memory pieces (the target rules of :func:`~wdrec.data.splits.with_target`,
-:meth:`FeatureSpec.fit <wdrec.data.features.FeatureSpec.fit>`, ``encode`` and ``assemble``,
-:class:`~wdrec.data.datamodule.PointwiseBatches`) and replaces only what holds every
-interaction at once:
+in-memory pieces (the target rules of :func:`~wdrec.data.splits.with_target`, everything
+:class:`~wdrec.data.module.FeatureDataModule` does with entities, the FeatureSpec and
+batches) and replaces only what holds every interaction at once:
 
 - **FeatureSpec in one pass.** One read of the id columns collects the set of users and
   items that occur in the log (``min_count`` counts training *entities*, as in
@@ -25,19 +24,18 @@ interaction at once:
   row-group order, both seeded by (seed, epoch, shard). A log sorted by user is therefore
   only shuffled across ``shuffle_buffer`` rows plus one row group at a time: size row
   groups and the buffer accordingly, or shuffle the files once when writing them.
-- **Batches** are index tensors ``{"user", "item", "label"}`` into the entity tables,
-  which are encoded once; features are assembled on the device in
-  ``on_after_batch_transfer``, exactly as :class:`~wdrec.data.datamodule.InteractionDataModule`
-  does. Ids missing from the entity tables map to one extra all-unknown row.
+- **Batches** are index tensors ``{"user", "item", "label"}`` into the entity tables;
+  features are assembled on the device by the base class, as for
+  :class:`~wdrec.data.datamodule.InteractionDataModule`. Ids missing from the entity tables
+  map to the encoded tables' extra all-unknown row.
 
 Assumptions and limits (what out of core costs):
 
 - the users and items tables, and the sets of ids in the log, fit in memory: users
   and items are far fewer than interactions. The validation log is read whole.
 - implicit negatives are drawn uniformly over the catalogue, never the row's own item,
-  but without checking the user's other positives (that needs every interaction): with
-  ``k`` positives per user in a catalogue of ``n`` items, a negative is one of them with
-  probability about ``k / n``. Evaluation negatives are drawn the same way.
+  but without checking the user's other positives (that needs every interaction):
+  :class:`~wdrec.data.sampling.OtherItemSampler`. Evaluation negatives are drawn the same way.
 - no point-in-time ``history`` feature (it needs each user's whole timeline): declaring one
   is an error; use :class:`~wdrec.data.datamodule.InteractionDataModule`.
 - no full-ranking evaluation (it needs every user's seen items): validation gives
@@ -49,8 +47,7 @@ Assumptions and limits (what out of core costs):
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,16 +57,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from wdrec.data.datamodule import SEEN_COLUMN, FeatureDataModule, PointwiseBatches
-from wdrec.data.features import Cross, FeatureSpec, Field, SideTensors
+from wdrec.data.batches import Batch, TrainingPlan, batches_per_shard, with_sampled_negatives
+from wdrec.data.entities import empty_lists, entity_frame, rows_of
+from wdrec.data.features import Cross, FeatureSpec, Field
 from wdrec.data.io import read_parquet
-from wdrec.data.schema import ITEM_ID, LABEL, RATING, USER_ID, DataError, canonical_side_table
+from wdrec.data.module import FeatureDataModule
+from wdrec.data.sampling import OtherItemSampler
+from wdrec.data.schema import ITEM_ID, LABEL, RATING, SEEN_COLUMN, USER_ID, DataError, canonical_side_table
 from wdrec.data.splits import Target, with_target
 
-Batch = dict[str, Tensor]
 READ_ROWS = 1 << 16  # rows per record batch read from a row group: bounds the memory of one read
 
 
@@ -80,22 +78,6 @@ class RowGroup:
     path: str
     index: int
     rows: int
-
-
-@dataclass
-class LogSummary:
-    """What LogConfigToMLflow records as ``data_summary.json`` (``datamodule.data.summary()``)."""
-
-    interactions: int
-    users: int
-    items: int
-    files: int
-    row_groups: int
-    user_features: list[str]
-    item_features: list[str]
-
-    def summary(self) -> dict[str, object]:
-        return asdict(self)
 
 
 # ------------------------------------------------------------------ reading
@@ -247,17 +229,6 @@ def _distinct(arrays: list[pa.Array]) -> pa.Array:
     return pc.unique(pa.concat_arrays(arrays)) if arrays else pa.array([], pa.string())
 
 
-def rows_of(index: pd.Index, ids: pa.Array) -> np.ndarray:
-    """Entity rows of ``ids`` in ``index``; an unknown id gets row ``len(index)``.
-
-    Each distinct id of the block is looked up once (logs repeat ids heavily).
-    """
-    encoded = pc.dictionary_encode(ids)
-    rows = index.get_indexer(pd.Series(encoded.dictionary, dtype="str")).astype(np.int64)
-    rows[rows < 0] = len(index)
-    return rows[encoded.indices.to_numpy(zero_copy_only=False)]
-
-
 # ------------------------------------------------------------------ sharding
 def epoch_order(groups: Sequence[RowGroup], seed: int, epoch: int) -> np.ndarray:
     """The row groups' order in this epoch: the same on every rank and worker."""
@@ -339,26 +310,18 @@ class StreamingBatches(IterableDataset):
         groups: list[RowGroup],
         users: pd.Index,
         items: pd.Index,
-        batch_size: int,
-        negatives: int,
+        plan: TrainingPlan,
         shuffle_buffer: int,
-        seed: int,
-        epoch: Callable[[], int],
-        rank: int = 0,
-        world_size: int = 1,
         num_workers: int = 0,
     ) -> None:
         self.files, self.groups, self.users, self.items = files, groups, users, items
-        self.negatives = negatives
-        self.positives_per_batch = max(1, batch_size // (1 + negatives))
-        self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, epoch
-        self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
+        self.plan, self.shuffle_buffer, self.workers = plan, shuffle_buffer, max(1, num_workers)
         self.total = sum(g.rows for g in groups)
-        self.shards = world_size * self.workers
+        self.shards = plan.world_size * self.workers
         if self.total < self.shards:
             raise ValueError(f"{self.total} training rows cannot be shared by {self.shards} (rank, worker) shards")
         # Every worker of every rank yields this many batches (the largest shard's count).
-        self.batches_per_worker = math.ceil(math.ceil(self.total / self.shards) / self.positives_per_batch)
+        self.batches_per_worker = batches_per_shard(self.total, self.shards, plan.positives_per_batch)
 
     def __len__(self) -> int:
         return self.batches_per_worker * self.workers
@@ -375,9 +338,9 @@ class StreamingBatches(IterableDataset):
 
     def batches(self, worker: int) -> Iterator[Batch]:
         """The batches of shard (rank, ``worker``) in the current epoch."""
-        epoch, shard = self.epoch(), self.rank * self.workers + worker
-        parts = shard_parts(self.groups, epoch_order(self.groups, self.seed, epoch), shard, self.shards)
-        rng = np.random.default_rng([self.seed, epoch, shard, 1])
+        seed, epoch, shard = self.plan.seed, self.plan.epoch(), self.plan.rank * self.workers + worker
+        parts = shard_parts(self.groups, epoch_order(self.groups, seed, epoch), shard, self.shards)
+        rng = np.random.default_rng([seed, epoch, shard, 1])
         sizes = batch_sizes(sum(b - a for _, a, b in parts), self.batches_per_worker)
         buffer = ShuffleBuffer(self.shuffle_buffer, rng)
 
@@ -418,27 +381,15 @@ class StreamingBatches(IterableDataset):
                     break
 
     def _batch(self, user: np.ndarray, item: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> Batch:
-        return with_negatives(user, item, label, self.negatives, len(self.items), rng)
-
-
-def with_negatives(
-    user: np.ndarray, item: np.ndarray, label: np.ndarray, negatives: int, num_items: int, rng: np.random.Generator
-) -> Batch:
-    """Positives first, then ``negatives`` items per positive (row-major, as TrainBatches),
-    drawn uniformly from the catalogue ``range(num_items)`` minus the row's own item."""
-    if negatives:
-        own = item[:, None]  # (P, 1); an unknown item (row num_items) excludes nothing
-        drawn = rng.integers(0, np.where(own < num_items, num_items - 1, num_items), size=(len(item), negatives))
-        drawn += drawn >= own
-        user = np.concatenate([user, np.repeat(user, negatives)])
-        item = np.concatenate([item, drawn.ravel()])
-        label = np.concatenate([label, np.zeros(drawn.size, dtype=np.float32)])
-    return {"user": torch.from_numpy(user), "item": torch.from_numpy(item), "label": torch.from_numpy(label)}
+        rows = {"user": torch.from_numpy(user), "item": torch.from_numpy(item), "label": torch.from_numpy(label)}
+        return with_sampled_negatives(rows, self.plan.sampler, self.plan.negatives, rng)
 
 
 # ---------------------------------------------------------------- the module
 class StreamingDataModule(FeatureDataModule):
     """Interaction Parquet larger than memory → Wide&Deep feature batches.
+
+    Validation is pointwise only (``full_ranking`` is false): held-out rows, no ranking.
 
     Args:
         interactions: the training log: a Parquet file, a directory of ``*.parquet``
@@ -461,6 +412,8 @@ class StreamingDataModule(FeatureDataModule):
         seed: drives the row-group order, shuffling and negative sampling.
     """
 
+    full_ranking = False
+
     def __init__(
         self,
         interactions: str | list[str],
@@ -480,7 +433,7 @@ class StreamingDataModule(FeatureDataModule):
         num_workers: int = 0,
         seed: int = 42,
     ) -> None:
-        super().__init__()
+        super().__init__(features, crosses, target, negatives, batch_size, eval_batch_size, seed)
         self.save_hyperparameters()
         if negatives < 0 or batch_size < 1 or eval_batch_size < 1 or shuffle_buffer < 1 or num_workers < 0:
             raise ValueError(
@@ -490,7 +443,6 @@ class StreamingDataModule(FeatureDataModule):
             )
         if target not in ("implicit", "binary", "rating"):
             raise ValueError(f"target must be implicit, binary or rating, got {target!r}")
-        self.fields = features or [Field("user_id", "user"), Field("item_id", "item")]
         history = [f.name for f in self.fields if f.kind == "history"]
         if history:
             raise ValueError(
@@ -498,51 +450,43 @@ class StreamingDataModule(FeatureDataModule):
                 "StreamingDataModule does not support kind 'history', use InteractionDataModule"
             )
         self.declared = features is not None
-        self.crosses = crosses or []
         self.interactions, self.validation = interactions, validation
         self.users_path, self.items_path, self.spec_path = users, items, spec_path
-        self.target = target
-        self.negatives = negatives if target == "implicit" else 0
         self.thresholds = (positive_threshold, negative_threshold)
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.shuffle_buffer, self.num_workers, self.seed = shuffle_buffer, num_workers, seed
-        self._built = False
-        self._device_tables: dict[str, tuple[SideTensors, SideTensors]] = {}
+        self.shuffle_buffer, self.num_workers = shuffle_buffer, num_workers
 
     # ------------------------------------------------------------ build once
-    def setup(self, stage: str | None = None) -> None:
-        self._build()
-
-    def _build(self) -> None:
-        if self._built:
-            return
+    def _read(self) -> None:
         self.files = InteractionFiles(self.interactions, self.target, *self.thresholds)
         users = _side_table(self.users_path, USER_ID)
         items = _side_table(self.items_path, ITEM_ID)
+        train, spec = None, None
         if self.spec_path is None:
             self.row_groups, seen_users, seen_items = self.files.scan(ids=True)
-            self.users_frame, self.items_frame = _entities(users, USER_ID, seen_users), _entities(items, ITEM_ID, seen_items)
+            users_frame, items_frame = entity_frame(users, USER_ID, seen_users), entity_frame(items, ITEM_ID, seen_items)
             train = pd.DataFrame(_same_length(seen_users, seen_items))  # FeatureSpec.fit reads only the id sets
-            self.feature_spec = FeatureSpec.fit(self.fields, self.crosses, train, self.users_frame, self.items_frame)
         else:
-            self.feature_spec = self._load_spec()
+            spec = self._load_spec()
             self.row_groups = self.files.scan(ids=False)[0] if self.files.drops_rows else self.files.row_groups()
-            self.users_frame = _entities(users, USER_ID, self._vocabulary(USER_ID))
-            self.items_frame = _entities(items, ITEM_ID, self._vocabulary(ITEM_ID))
+            users_frame = entity_frame(users, USER_ID, _vocabulary(spec, USER_ID))
+            items_frame = entity_frame(items, ITEM_ID, _vocabulary(spec, ITEM_ID))
         if sum(g.rows for g in self.row_groups) == 0:
             raise DataError(str(self.interactions), None, "no training rows (after applying the target)")
-        if self.negatives and len(self.items_frame) < 2:
-            raise ValueError(f"negative sampling needs at least 2 items, the catalogue has {len(self.items_frame)}")
-        self.users_frame[SEEN_COLUMN] = _empty_lists(len(self.users_frame))  # bundles read it; unknown out of core
-        self._user_row, self._item_row = pd.Index(self.users_frame[USER_ID]), pd.Index(self.items_frame[ITEM_ID])
-        self.user_tensors = _with_unknown_row(self.feature_spec.encode("user", self.users_frame))
-        self.item_tensors = _with_unknown_row(self.feature_spec.encode("item", self.items_frame))
-        self.data = LogSummary(
-            sum(g.rows for g in self.row_groups), len(self.users_frame), len(self.items_frame), len(self.files.paths),
-            len(self.row_groups), [c for c in users.columns if c != USER_ID] if users is not None else [],
-            [c for c in items.columns if c != ITEM_ID] if items is not None else [],
-        )  # fmt: skip
-        self._built = True
+        if self.negatives and len(items_frame) < 2:
+            raise ValueError(f"negative sampling needs at least 2 items, the catalogue has {len(items_frame)}")
+        users_frame[SEEN_COLUMN] = empty_lists(len(users_frame))  # bundles read it; unknown out of core
+        self._use_entities(users_frame, items_frame, train, spec)
+        self.sampler = OtherItemSampler(len(items_frame))
+        self._summary = {
+            "interactions": sum(g.rows for g in self.row_groups), "users": len(users_frame), "items": len(items_frame),
+            "files": len(self.files.paths), "row_groups": len(self.row_groups),
+            "user_features": [c for c in users.columns if c != USER_ID] if users is not None else [],
+            "item_features": [c for c in items.columns if c != ITEM_ID] if items is not None else [],
+        }  # fmt: skip
+
+    def summary(self) -> dict[str, object]:
+        self._build()
+        return self._summary
 
     def _load_spec(self) -> FeatureSpec:
         spec = FeatureSpec.load(Path(self.spec_path).expanduser())
@@ -554,58 +498,31 @@ class StreamingDataModule(FeatureDataModule):
         self.fields, self.crosses = spec.fields, spec.crosses
         return spec
 
-    def _vocabulary(self, column: str) -> pa.Array | None:
-        """Ids the loaded spec knows (so an id feature keeps its values without a users table)."""
-        for fld in self.feature_spec.fields:
-            if fld.kind == "categorical" and fld.column == column:
-                return self.feature_spec.vocabulary_array(fld.name)
-        return None
-
     # ------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
         self._build()
-        rank, world_size = self._shard()
-        epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else (lambda: 0)
-        dataset = StreamingBatches(
-            self.files, self.row_groups, self._user_row, self._item_row, max(1, self.batch_size // world_size),
-            self.negatives, self.shuffle_buffer, self.seed, epoch, rank, world_size, self.num_workers,
-        )  # fmt: skip
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        dataset = StreamingBatches(self.files, self.row_groups, self._user_row, self._item_row, self._training_plan(),
+                                   self.shuffle_buffer, self.num_workers)  # fmt: skip
+        return self._loader(dataset, self.num_workers)
 
     def val_dataloader(self) -> list[DataLoader]:
         """One pointwise loader over the validation log (none without one)."""
         self._build()
-        if self.validation is None:
-            return []
-        rank, world_size = self._shard()
-        batches = PointwiseBatches(self._validation_rows(), max(1, self.eval_batch_size // world_size), rank, world_size)
-        return [DataLoader(batches, batch_size=None, num_workers=0, pin_memory=torch.cuda.is_available())]
+        return [] if self.validation is None else [self._pointwise_loader(self._validation_rows())]
 
-    def _validation_rows(self) -> dict[str, Tensor]:
+    def _validation_rows(self) -> Batch:
         if not hasattr(self, "_validation"):
             files = InteractionFiles(self.validation, self.target, *self.thresholds)
             parts = [(rows_of(self._user_row, u), rows_of(self._item_row, i), y)
                      for group in files.row_groups() for u, i, y in files.read(group)]  # fmt: skip
-            user, item, label = (np.concatenate(c) for c in zip(*parts, strict=True))
+            user, item, label = (torch.from_numpy(np.concatenate(c)) for c in zip(*parts, strict=True))
             # Implicit: a fixed, seeded set of uniform negatives beside each positive.
             rng = np.random.default_rng([self.seed, 1])
-            self._validation = with_negatives(user, item, label, self.negatives, len(self.items_frame), rng)
+            self._validation = with_sampled_negatives({"user": user, "item": item, "label": label}, self.sampler, self.negatives, rng)
         return self._validation
 
-    # ------------------------------------------------- features on the device
-    def tables_on(self, device: torch.device) -> tuple[SideTensors, SideTensors]:
-        key = str(device)
-        if key not in self._device_tables:
-            self._device_tables[key] = (self.user_tensors.to(device), self.item_tensors.to(device))
-        return self._device_tables[key]
 
-    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        """Index batch → feature batch, on the batch's device (as InteractionDataModule)."""
-        users, items = self.tables_on(batch["user"].device)
-        return {**self.feature_spec.assemble(users.take(batch["user"]), items.take(batch["item"])), **batch}
-
-
-# ---------------------------------------------------------------- entity tables
+# ------------------------------------------------------------------- tables
 def _side_table(path: str | None, id_column: str) -> pd.DataFrame | None:
     if path is None:
         return None
@@ -617,30 +534,15 @@ def _side_table(path: str | None, id_column: str) -> pd.DataFrame | None:
     return canonical_side_table(frame, id_column, path)
 
 
-def _entities(table: pd.DataFrame | None, id_column: str, ids: pa.Array | None) -> pd.DataFrame:
-    """The entity table's rows, then the ids it lacks (features unknown), as in ``build_users_frame``."""
-    parts = ([] if table is None else [table[id_column]]) + ([] if ids is None else [pd.Series(ids, dtype="str")])
-    frame = pd.DataFrame({id_column: pd.unique(pd.concat(parts, ignore_index=True)) if parts else []}, dtype="str")
-    if table is not None:
-        frame = frame.merge(table, on=id_column, how="left")
-    return frame
+def _vocabulary(spec: FeatureSpec, column: str) -> pa.Array | None:
+    """Ids a loaded spec knows (so an id feature keeps its values without a users table)."""
+    for fld in spec.fields:
+        if fld.kind == "categorical" and fld.column == column:
+            return spec.vocabulary_array(fld.name)
+    return None
 
 
 def _same_length(users: pa.Array, items: pa.Array) -> dict[str, np.ndarray]:
     """Two id sets as equal-length columns (repeats change no set): the ``train`` FeatureSpec.fit reads."""
     n = max(len(users), len(items))
     return {USER_ID: np.resize(users.to_numpy(zero_copy_only=False), n), ITEM_ID: np.resize(items.to_numpy(zero_copy_only=False), n)}
-
-
-def _empty_lists(n: int) -> pd.Series:
-    array = pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
-    return pd.Series(pd.arrays.ArrowExtensionArray(array))
-
-
-def _with_unknown_row(tensors: SideTensors) -> SideTensors:
-    """One more row, every feature unknown (OOV 0, mean 0, empty bags): for ids outside the tables."""
-
-    def grow(t: Tensor) -> Tensor:
-        return torch.cat([t, t.new_zeros((1, *t.shape[1:]))])
-
-    return SideTensors(grow(tensors.categorical), grow(tensors.dense), {n: grow(b) for n, b in tensors.bags.items()})
