@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from jsonargparse import lazy_instance
+from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningArgumentParser
 
 from wdrec.data.schema import DataError
@@ -53,9 +54,19 @@ class WdrecCLI(WideDeepCLI):
 
 def main(args: list[str] | None = None) -> None:
     """``wdrec``: bad data, an unreachable data source or tracking store, or a config value
-    that is refused end the command with one line ``wdrec: <message>`` and exit status 2."""
+    that is refused end the command with one line ``wdrec: <message>`` and exit status 2.
+
+    ``wdrec tune`` (hyperparameter search, :mod:`wdrec.tune`) is routed before LightningCLI
+    parses: its own flags are no Lightning arguments, and Optuna is imported only for it.
+    """
+    argv = sys.argv[1:] if args is None else args
     try:
-        run(args)
+        if argv[:1] == ["tune"]:
+            from wdrec.tune import tune
+
+            tune(argv[1:])
+        else:
+            run(args)  # None, not argv: LightningCLI warns about argument lists given from Python
     except Exception as error:
         problem = user_error(error)
         if problem is None:
@@ -89,10 +100,12 @@ def _innermost(error: BaseException, kind: type[BaseException]) -> BaseException
     return found
 
 
-def run(args: list[str] | None = None, subcommand: bool = True) -> WdrecCLI:
+def run(args: list[str] | None = None, subcommand: bool = True, callbacks: list[Callback] | None = None) -> WdrecCLI:
     """Run the CLI and return it (tests and benchmarks read its trainer, model and data).
 
     With ``subcommand=False`` the objects are built from ``args`` but nothing runs.
+    ``callbacks`` are added to the trainer's, for objects no command line can carry
+    (``wdrec tune``'s pruning callback holds its Optuna trial).
     """
     quiet_known_warnings()
     return WdrecCLI(
@@ -101,7 +114,7 @@ def run(args: list[str] | None = None, subcommand: bool = True) -> WdrecCLI:
         subclass_mode_data=True,
         save_config_callback=LogConfigToMLflow,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"logger": lazy_instance(MLflowTracking)},
+        trainer_defaults={"logger": lazy_instance(MLflowTracking), "callbacks": callbacks or []},
         seed_everything_default=42,
         args=args,
         run=subcommand,
