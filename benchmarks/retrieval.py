@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     full = load_model(args.bundle)
-    users = list(full.scorer.user_index[: args.users])
+    users = list(full.user_rows)[: args.users]
     reference, full_ms = timed_top_k(full, users)
     runs = []
     for size in args.candidates:

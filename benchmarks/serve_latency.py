@@ -177,7 +177,9 @@ def free_port() -> int:
 
 
 def server_env(tracking_uri: str) -> dict[str, str]:
-    """This environment without the caller's ``WDREC_*`` settings, with the run's MLflow store.
+    """This environment without the caller's ``WDREC_*`` settings, with the run's MLflow store and
+    the precomputed scorer required (``WDREC_FAST_PATH=require``: a model it cannot score exactly
+    fails to start instead of being measured on the slow path).
 
     This interpreter's bin/ goes first on PATH: ``mlflow models serve --env-manager local``
     starts its server as ``bash -c "exec uvicorn ..."``, found on PATH, so a virtualenv that
@@ -185,7 +187,7 @@ def server_env(tracking_uri: str) -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("WDREC_")}
     path = os.pathsep.join([str(BIN), env.get("PATH", "")])
-    return env | {"MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1", "PATH": path}
+    return env | {"MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1", "PATH": path, "WDREC_FAST_PATH": "require"}
 
 
 def _die_with_parent() -> None:

@@ -39,7 +39,9 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from serving.model_store import LoadedModel, ModelLoadError, ModelStore, is_alias
+from serving.loader import ModelLoadError
+from serving.model_store import ModelStore, is_alias
+from serving.served_model import ServedModel
 
 log = logging.getLogger("wdrec.serving")
 TARGET = "target.json"
@@ -88,8 +90,8 @@ class WorkerState:
 class Reload:
     """The outcome of a published reload: ``lagging`` are the live workers not yet on ``target``."""
 
-    old: LoadedModel | None
-    new: LoadedModel
+    old: ServedModel | None
+    new: ServedModel
     target: Target
     workers: list[WorkerState]
     lagging: list[WorkerState]
@@ -216,7 +218,7 @@ class Cluster:
                 continue
         return sorted(states, key=lambda state: state.pid)
 
-    def _publish(self, uri: str | None) -> tuple[LoadedModel | None, LoadedModel, Target]:
+    def _publish(self, uri: str | None) -> tuple[ServedModel | None, ServedModel, Target]:
         """Load ``uri`` here as the next generation, then publish it. Call with the publish lock held."""
         generation = self.target().generation + 1
         loaded = self._load(uri, generation)
@@ -228,7 +230,7 @@ class Cluster:
                                       "pinned": target.pinned, "model_version": target.version})  # fmt: skip
         return old, new, target
 
-    def _load(self, uri: str | None, generation: int, source: str | None = None) -> tuple[LoadedModel | None, LoadedModel] | None:
+    def _load(self, uri: str | None, generation: int, source: str | None = None) -> tuple[ServedModel | None, ServedModel] | None:
         """Make ``uri`` current as ``generation`` and record the outcome, a failure too (a reload waiting
         on this worker reads it); None when this worker already serves that generation or a newer one."""
         with self._lock:

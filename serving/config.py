@@ -6,15 +6,12 @@ builds the same settings from the same place.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # as `wdrec fit` (wdrec.training.tracking), not imported from there
 
 
 class Settings(BaseSettings):
@@ -39,7 +36,8 @@ class Settings(BaseSettings):
     score_threads: int = Field(1, ge=1)  # scoring calls running at once (worker threads; see routers/recommendations.py)
     # A model whose recommendation takes less than this (ModelInfo.request_ms) is scored on the event loop: no thread hop
     inline_score_ms: float = Field(5.0, ge=0)
-    fast_path: bool = True  # score with the precomputed CatalogueScorer when it matches Scorer.score_user
+    # serving/precomputed.py once it matches the network's forward at load; "require": refuse a model where it does not
+    fast_path: bool | Literal["require"] = True
     # "two_stage": rank only `candidates` items from serving.retrieval per request (catalogues too large to score whole)
     retrieval: Literal["full", "two_stage"] = "full"
     candidates: int = Field(300, ge=1)
@@ -53,7 +51,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     return Settings()
 
-
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory, as training does."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

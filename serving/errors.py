@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from serving.recommender import RequestError
+from serving.catalogue import RequestError
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:

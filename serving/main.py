@@ -19,9 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from serving import errors
 from serving.cluster import Cluster
 from serving.config import Settings, get_settings
+from serving.loader import ModelLoadError
 from serving.metrics import Metrics
 from serving.middleware import BodyGuard, RequestContext
-from serving.model_store import ModelLoadError, ModelStore, is_alias
+from serving.model_store import ModelStore, is_alias
 from serving.routers import admin, health, metrics, model, recommendations
 
 log = logging.getLogger("wdrec.serving")

@@ -27,10 +27,12 @@ FeatureDeclarations = tuple[list[Field], list[Cross]]
 @pytest.fixture(scope="session", autouse=True)
 def isolated_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Run the suite in a scratch directory with its own MLflow store, so no test writes
-    ``mlflow.db``, ``mlruns/``, ``checkpoints/`` or ``bundles/`` into the checkout."""
+    ``mlflow.db``, ``mlruns/``, ``checkpoints/`` or ``bundles/`` into the checkout. Served models
+    must score with the precomputed scorer (``WDREC_FAST_PATH=require``): a mismatch fails."""
     workdir = tmp_path_factory.mktemp("workdir")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+        patch.setenv("WDREC_FAST_PATH", "require")
         patch.chdir(workdir)
         yield workdir
 

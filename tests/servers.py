@@ -35,10 +35,10 @@ def free_port() -> int:
 
 
 def serve_env(tracking_uri: str, **settings: str) -> dict[str, str]:
-    """The environment without any ``WDREC_*`` of the caller, an admin token, and ``settings``
-    as ``WDREC_<NAME>`` (e.g. ``max_body_bytes="16384"``)."""
+    """The environment without any ``WDREC_*`` of the caller, an admin token, the precomputed
+    scorer required, and ``settings`` as ``WDREC_<NAME>`` (e.g. ``max_body_bytes="16384"``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WDREC_")}
-    env |= {"MLFLOW_TRACKING_URI": tracking_uri, "WDREC_ADMIN_TOKEN": "cli-token"}
+    env |= {"MLFLOW_TRACKING_URI": tracking_uri, "WDREC_ADMIN_TOKEN": "cli-token", "WDREC_FAST_PATH": "require"}
     return env | {f"WDREC_{name.upper()}": value for name, value in settings.items()}
 
 

@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.cluster import WorkerState
 from serving.deps import AdminDep, ClusterDep, StoreDep
-from serving.model_store import LoadedModel, ModelLoadError
+from serving.loader import ModelLoadError
 from serving.schemas import ErrorResponse, ReloadRequest, ReloadResponse, WorkerStatus
+from serving.served_model import ServedModel
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[AdminDep])
 
@@ -64,7 +65,7 @@ async def reload(
     return JSONResponse(status_code=status.HTTP_504_GATEWAY_TIMEOUT, content=content)
 
 
-def _answer(old: LoadedModel | None, new: LoadedModel) -> ReloadResponse:
+def _answer(old: ServedModel | None, new: ServedModel) -> ReloadResponse:
     old_version = None if old is None else old.info.version
     return ReloadResponse(old_version=old_version, new_version=new.info.version, model=new.info.source, loaded_at=new.info.loaded_at)
 

@@ -18,8 +18,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from serving import recommender
+from serving.catalogue import RequestError
 from serving.deps import ModelDep, ScoringDep, SettingsDep
-from serving.recommender import RequestError
 from serving.schemas import ErrorResponse, RecommendRequest, RecommendResponse, ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from wdrec.model.widedeep import Block, WideDeep, WideDeepConfig
+from wdrec.model.widedeep import ACTIVATIONS, Block, FusedBlock, WideDeep, WideDeepConfig
 
 WIDE_SIZE = 100
 # Shaped like FeatureSpec.layout(): 2 user categoricals, 1 user bag, 1 user number;
@@ -157,6 +157,72 @@ def test_split_first_layer_equals_mlp_over_concatenated_inputs():
             h = block(h)
         torch.testing.assert_close(net.deep(batch), h)
         torch.testing.assert_close(net(batch), net.wide(batch) + net.over.head(h).squeeze(-1))
+
+
+# ----------------------------------------------------------------------------- the parts serving uses
+
+
+def randomised(net: WideDeep, seed: int = 0) -> WideDeep:
+    """``net`` with random wide weights and BatchNorm statistics (trained-looking), in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if net.wide is not None:
+            net.wide.weight.normal_(generator=g)
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.weight.normal_(1.0, 0.3, generator=g)
+                module.bias.normal_(generator=g)
+                module.running_mean.normal_(generator=g)
+                module.running_var.uniform_(0.3, 3.0, generator=g)
+    return net.eval()
+
+
+def test_the_wide_part_is_its_bias_plus_the_partial_sums():
+    net = randomised(WideDeep(make_config()))
+    batch = make_batch(6, user_rows=1, seed=21)
+    with torch.no_grad():
+        parts = net.wide.partial_sums(batch)
+        assert [tuple(p.shape) for p in parts.values()] == [(1,), (6,), (6,)]  # the user's part: once
+        torch.testing.assert_close(net.wide(batch), net.wide.bias + parts["wide.user"] + parts["wide.item"] + parts["wide.cross"])
+
+
+@pytest.mark.parametrize("config", [{}, {"batchnorm": "after"}, {"batchnorm": "none", "activation": "tanh"}])
+def test_the_deep_part_is_its_top_over_the_two_shares(config):
+    net = randomised(WideDeep(make_config(**config)))
+    batch = make_batch(6, user_rows=1, seed=22)
+    with torch.no_grad():
+        user, item = net.deep.user_share(batch), net.deep.item_share(batch)
+        assert user.shape == (1, 16) and item.shape == (6, 16)  # the user's share: one row for every item
+        torch.testing.assert_close(net.deep(batch), net.deep.top(user + item))
+        out = net.over.join(net.wide(batch), net.over.deep_logit(net.deep(batch)))
+        torch.testing.assert_close(net(batch), out)
+        torch.testing.assert_close(net.predict(batch), net.predictions(out))
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("batchnorm", ["before", "after", "none"])
+def test_a_fused_block_equals_the_block_in_eval_mode(activation, batchnorm):
+    net = randomised(WideDeep(make_config(activation=activation, batchnorm=batchnorm, dropout=0.3)))
+    x = torch.randn(32, 16, generator=torch.Generator().manual_seed(23))
+    block = net.deep.blocks[1]
+    with torch.no_grad():
+        fused = block.fused()
+        assert isinstance(fused, FusedBlock) == (batchnorm != "after")  # BatchNorm after the activation does not fold
+        assert not fused.training and fused is not block
+        torch.testing.assert_close(fused(x), block(x), atol=1e-5, rtol=1e-5)
+
+
+def test_a_fused_deep_arch_shares_the_embeddings_and_leaves_the_original_alone():
+    net = randomised(WideDeep(make_config()))
+    batch = make_batch(6, user_rows=1, seed=24)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        fused = net.deep.fused()
+        assert fused.user is net.deep.user and fused.item is net.deep.item
+        assert all(isinstance(b, FusedBlock) for b in fused.blocks)
+        torch.testing.assert_close(fused(batch), net.deep(batch), atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert all(isinstance(b, Block) for b in net.deep.blocks) and net.deep(batch).requires_grad
 
 
 # ----------------------------------------------------------------------------- wide / deep only

@@ -57,7 +57,7 @@ def build_probes(bundles: dict[str, Path], count: int = 48, seed: int = 3) -> li
     try:
         models = {version: load_model(str(path)) for version, path in bundles.items()}
         reference = next(iter(models.values()))
-        users = reference.scorer.user_index.tolist()
+        users = list(reference.user_rows)
         items = reference.catalogue.ids
         rng = random.Random(seed)
         probes = []

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient  # conftest imported it first, silencing its warning
 
+from serving.loader import ModelLoadError
 from serving.main import create_app
-from serving.model_store import ModelLoadError
 
 
 def metric(text: str, name: str) -> float:

@@ -6,21 +6,22 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from serving.loader import load_model
 from serving.main import create_app
-from serving.model_store import LoadedModel, load_model
 from serving.recommender import recommend
+from serving.served_model import ServedModel
 
 CANDIDATES = 300
 
 
 @pytest.fixture(scope="module")
-def full(bundle) -> LoadedModel:  # noqa: ANN001
-    return load_model(str(bundle))
+def full(bundle) -> ServedModel:  # noqa: ANN001
+    return load_model(str(bundle), fast_path="require")
 
 
 @pytest.fixture(scope="module")
-def two_stage(bundle) -> LoadedModel:  # noqa: ANN001
-    return load_model(str(bundle), candidates=CANDIDATES)
+def two_stage(bundle) -> ServedModel:  # noqa: ANN001
+    return load_model(str(bundle), fast_path="require", candidates=CANDIDATES)
 
 
 def ids(recommendation) -> list[str]:  # noqa: ANN001
@@ -28,10 +29,10 @@ def ids(recommendation) -> list[str]:  # noqa: ANN001
 
 
 def test_with_every_item_a_candidate_two_stage_ranks_exactly_as_full_scoring(
-    bundle, full: LoadedModel
+    bundle, full: ServedModel
 ) -> None:  # noqa: ANN001
-    everything = load_model(str(bundle), candidates=full.info.num_items)
-    for user in [*full.scorer.user_index[::150], "a-user-never-seen"]:
+    everything = load_model(str(bundle), fast_path="require", candidates=full.info.num_items)
+    for user in [*list(full.user_rows)[::150], "a-user-never-seen"]:
         expected, got = recommend(full, user, 20), recommend(everything, user, 20)
         assert ids(got) == ids(expected)
         assert [i["score"] for i in got.items] == pytest.approx(
@@ -39,9 +40,9 @@ def test_with_every_item_a_candidate_two_stage_ranks_exactly_as_full_scoring(
         )
 
 
-def test_candidates_are_distinct_never_blocked_and_as_many_as_asked(two_stage: LoadedModel) -> None:
+def test_candidates_are_distinct_never_blocked_and_as_many_as_asked(two_stage: ServedModel) -> None:
     retriever, catalogue = two_stage.retriever, two_stage.catalogue
-    seen = two_stage.scorer.seen_rows(0)
+    seen = two_stage.user(next(iter(two_stage.user_rows))).seen
     blocked = torch.zeros(catalogue.size, dtype=torch.bool)
     blocked[seen] = True
     blocked |= ~catalogue.filter_mask({"genres": "Comedy"})
@@ -55,24 +56,24 @@ def test_candidates_are_distinct_never_blocked_and_as_many_as_asked(two_stage: L
 
 
 def test_a_user_without_history_gets_the_items_the_model_prefers_for_a_featureless_user(
-    two_stage: LoadedModel,
+    two_stage: ServedModel,
 ) -> None:
     rows = two_stage.retriever.candidates(torch.zeros(0, dtype=torch.long))
-    prior = two_stage.score(two_stage.blank_user)
+    prior = two_stage.score(two_stage.user("a-user-never-seen"))
     assert set(rows.tolist()) == set(torch.topk(prior, CANDIDATES).indices.tolist())
 
 
 def test_candidates_hold_most_of_the_full_rankings_top_10_far_more_than_random_ones(
-    full: LoadedModel, two_stage: LoadedModel
+    full: ServedModel, two_stage: ServedModel
 ) -> None:
-    users = list(full.scorer.user_index[:100])
+    users = list(full.user_rows)[:100]
     generator = torch.Generator().manual_seed(0)
     found = by_chance = 0
-    for row, user in enumerate(users):
+    for user in users:
         best = ids(recommend(full, user, 10))
         found += len(set(best) & set(ids(recommend(two_stage, user, 10))))
         unseen = torch.ones(full.catalogue.size, dtype=torch.bool)
-        unseen[full.scorer.seen_rows(row)] = False
+        unseen[full.user(user).seen] = False
         pool = torch.nonzero(unseen).squeeze(1)
         drawn = pool[torch.randperm(len(pool), generator=generator)[:CANDIDATES]]
         by_chance += len(set(best) & {full.catalogue.ids[r] for r in drawn.tolist()})
@@ -104,9 +105,9 @@ def test_the_service_says_it_ranks_candidates_and_answers_as_the_full_path_does(
         assert cold["cold_start"] is True and len(cold["items"]) == 5
 
 
-def test_co_visited_candidates_follow_the_co_occurrence_formula(two_stage: LoadedModel) -> None:
+def test_co_visited_candidates_follow_the_co_occurrence_formula(two_stage: ServedModel) -> None:
     """Dense reference: covisits = Xᵀ X h / sqrt(popularity), X the users × items interactions."""
-    scorer = two_stage.scorer
+    scorer = two_stage.reference
     x = torch.zeros((len(scorer.user_index), len(scorer.item_ids)))
     for row in range(len(scorer.user_index)):
         x[row, scorer.seen_rows(row)] = 1.0

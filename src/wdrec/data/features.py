@@ -153,6 +153,34 @@ class SideTensors:
         )
 
 
+@dataclass(frozen=True)
+class CrossTable:
+    """A cross's wide ids from one code per value: the pair (a, b) has code ``left[a] + right[b]``.
+
+    Exact crosses (every pair fits): ``(a-1)·|B| + (b-1)``, within ``[0, s)``. Hashed:
+    ``(a·P1 mod s) + (b·P2 mod s)``, within ``[0, 2s)``: one wrap gives ``(a·P1 + b·P2) mod s``.
+    A missing value (0) has code ``2s``, so a pair with one codes at ``2s`` or more: padding.
+    The id is the offset plus the wrapped code. Serving sums weights by code (:meth:`by_code`).
+    """
+
+    left: Tensor  # (|A|,) long: code of each value of the first field
+    right: Tensor  # (|B|,) long: code of each value of the second field
+    offset: int  # the cross's first wide id
+    size: int  # s: its number of wide ids
+
+    def ids(self, a: Tensor, b: Tensor) -> Tensor:
+        """Wide ids of the pairs ``(a, b)`` (index tensors that broadcast), 0 where a value is missing."""
+        code = self.left[a] + self.right[b]
+        code = torch.where(code >= self.size, code - self.size, code)  # one wrap; a missing pair stays >= s
+        return torch.where(code < self.size, code + self.offset, 0)
+
+    def by_code(self, weights: Tensor) -> Tensor:
+        """``weights`` (the wide table) laid out by code, (4s + 1,): ``by_code(w)[left[a] + right[b]]``
+        is the weight of the pair's id, 0 when a value is missing, with no wrap to compute."""
+        own = weights[self.offset : self.offset + self.size]
+        return torch.cat([own, own, own.new_zeros(2 * self.size + 1)])
+
+
 def default_embedding_dim(cardinality: int) -> int:
     """Google's rule of thumb for embedding width: 6 · cardinality^¼, capped at 64."""
     return int(min(64, max(4, round(6 * cardinality**0.25))))
@@ -160,9 +188,8 @@ def default_embedding_dim(cardinality: int) -> int:
 
 # Two primes below 2**31: a * P1 + b * P2 stays below 2**63 for indices below 2**31,
 # so the hash never overflows int64 on any device.
-CROSS_PRIMES = (2_147_483_629, 1_000_000_007)  # a pair hashes to (a * P1 + b * P2) mod size (cross_codes)
+CROSS_PRIMES = (2_147_483_629, 1_000_000_007)  # a pair hashes to (a * P1 + b * P2) mod size (CrossTable)
 _P1, _P2 = CROSS_PRIMES
-_MISSING = -(1 << 40)  # code of a missing value: any pair with one stays negative, then clamps to 0
 
 
 class FeatureSpec:
@@ -193,7 +220,7 @@ class FeatureSpec:
             c.name: max(1, min(math.prod(self.cardinality(n) - 1 for n in c.fields), c.num_buckets)) for c in crosses
         }
         self.wide_offsets = self._wide_offsets()
-        self._cross_codes: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
+        self._cross_tables: dict[tuple[str, str], CrossTable] = {}
         self._arrow_vocabularies: dict[str, pa.Array] = {}
 
     # ------------------------------------------------------------------ layout
@@ -208,6 +235,13 @@ class FeatureSpec:
 
     def bag_fields(self, side: Side) -> list[Field]:
         return [f for f in self.side_fields(side) if f.is_bag]
+
+    def field(self, name: str) -> Field:
+        return self._by_name[name]
+
+    def history_fields(self) -> list[Field]:
+        """The user bags that leave out the item being scored (:meth:`assemble` masks it out)."""
+        return [f for f in self.bag_fields("user") if f.kind == "history"]
 
     def cardinality(self, name: str) -> int:
         """Rows of the field's index space, OOV/padding index 0 included."""
@@ -387,7 +421,7 @@ class FeatureSpec:
         training positives, as at serving time) is used.
         """
         if history is not None:
-            user = user.with_bags({f.name: history[:, -f.max_length :] for f in self.bag_fields("user") if f.kind == "history"})
+            user = user.with_bags({f.name: history[:, -f.max_length :] for f in self.history_fields()})
         user = self._without_candidate(user, item)
         batch: dict[str, Tensor] = {}
         for side, tensors in (("user", user), ("item", item)):
@@ -405,18 +439,29 @@ class FeatureSpec:
         )
         return batch
 
-    def _values(self, name: str, user: SideTensors, item: SideTensors) -> Tensor:
-        """A field's indices as (rows, L), 0 = missing."""
+    def blank(self, side: Side) -> SideTensors:
+        """One entity with no known feature (what :meth:`encode` makes of an empty row): it crosses
+        nothing, so a batch against it holds the other side's own ids and embeddings."""
+        return SideTensors(
+            torch.zeros((1, len(self.categorical_fields(side))), dtype=torch.long),
+            torch.zeros((1, len(self.dense_fields(side))), dtype=torch.float32),
+            {f.name: torch.zeros((1, 1), dtype=torch.long) for f in self.bag_fields(side)},
+        )
+
+    def field_values(self, name: str, tensors: SideTensors) -> Tensor:
+        """A categorical or bag field's indices from its side's tensors: (rows, L), 0 = missing."""
         fld = self._by_name[name]
-        tensors = user if fld.side == "user" else item
         if fld.is_bag:
             return tensors.bags[name]
         column = self.categorical_fields(fld.side).index(fld)
         return tensors.categorical[:, column : column + 1]
 
+    def _values(self, name: str, user: SideTensors, item: SideTensors) -> Tensor:
+        return self.field_values(name, user if self._by_name[name].side == "user" else item)
+
     def _without_candidate(self, user: SideTensors, item: SideTensors) -> SideTensors:
         """History minus the candidate item: a positive must not see itself in its features."""
-        histories = [f.name for f in self.bag_fields("user") if f.kind == "history"]
+        histories = [f.name for f in self.history_fields()]
         if not histories:
             return user
         candidate = self._values(self.item_id_field.name, user, item)  # (B, 1)
@@ -440,30 +485,18 @@ class FeatureSpec:
     def _cross_ids(self, cross: Cross, user: SideTensors, item: SideTensors) -> Tensor:
         """Wide ids of every value pair of the two fields, (B, La * Lb), 0 where either is missing.
 
-        Each value's part of the pair code comes from :meth:`cross_codes`, so the (B, L)
-        tensors cost one gather each and the (B, La, Lb) product one addition, one wrap and
-        one clamp.
+        Each value's code comes from :meth:`cross_table`, so the (B, L) tensors cost one gather
+        each and the (B, La, Lb) product one addition and the wrap.
         """
         a = self._values(cross.fields[0], user, item)  # (Ba, La)
         b = self._values(cross.fields[1], user, item)  # (Bb, Lb)
-        left, right = self.cross_codes(cross, a.device)
-        code = left[a].unsqueeze(2) + right[b].unsqueeze(1)  # (B, La, Lb)
-        if not self._cross_is_exact(cross):
-            end = self.wide_offsets[cross.name] + self.cross_sizes[cross.name]
-            code = torch.where(code >= end, code - self.cross_sizes[cross.name], code)
-        return code.clamp_(min=0).flatten(1)
+        return self.cross_table(cross, a.device).ids(a.unsqueeze(2), b.unsqueeze(1)).flatten(1)  # (B, La * Lb)
 
-    def cross_codes(self, cross: Cross, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-        """Each value's part of a cross's wide id: the pair (a, b) has ``left[a] + right[b]``.
-
-        Exact (when every pair fits): ``offset + (a-1)·|B| + (b-1)``. Hashed:
-        ``offset + (a·P1 mod s) + (b·P2 mod s)``, minus ``s`` when past the cross's range, as
-        ``(a·P1 + b·P2) mod s`` would give. A missing value (0) has a large negative part, so
-        any pair with one stays negative. Cached per device: serving decomposes crosses with
-        the same tables.
-        """
+    def cross_table(self, cross: Cross, device: torch.device | str = "cpu") -> CrossTable:
+        """The cross's per-value codes (:class:`CrossTable`). Cached per device: serving decomposes
+        crosses with the same tables."""
         key = (cross.name, str(device))
-        if key not in self._cross_codes:
+        if key not in self._cross_tables:
             size, offset = self.cross_sizes[cross.name], self.wide_offsets[cross.name]
             a = torch.arange(self.cardinality(cross.fields[0]), dtype=torch.long)
             b = torch.arange(self.cardinality(cross.fields[1]), dtype=torch.long)
@@ -471,10 +504,9 @@ class FeatureSpec:
                 left, right = (a - 1) * (len(b) - 1), b - 1
             else:
                 left, right = torch.remainder(a * _P1, size), torch.remainder(b * _P2, size)
-            left = torch.where(a > 0, left + offset, _MISSING)
-            right = torch.where(b > 0, right, _MISSING)
-            self._cross_codes[key] = (left.to(device), right.to(device))
-        return self._cross_codes[key]
+            left, right = torch.where(a > 0, left, 2 * size), torch.where(b > 0, right, 2 * size)
+            self._cross_tables[key] = CrossTable(left.to(device), right.to(device), offset, size)
+        return self._cross_tables[key]
 
     def _cross_is_exact(self, cross: Cross) -> bool:
         first, second = (self.cardinality(name) - 1 for name in cross.fields)

@@ -19,11 +19,15 @@ The input is a dict of tensors (built by ``FeatureSpec.assemble``): ``user.categ
 with B rows, and ``wide.user`` (Bu, Wu), ``wide.item`` (B, Wi), ``wide.cross`` (B, Wc).
 Because the first deep layer is linear, it is applied to each side separately and the
 results summed, so a single user row broadcasts against the whole catalogue without
-being copied per item.
+being copied per item. Each arch offers those parts apart (``WideArch.partial_sums``,
+``DeepArch.user_share`` / ``item_share`` / ``top``, ``OverArch.deep_logit`` / ``join``, and
+``DeepArch.fused`` for inference), so that serving can compute the items' parts once per
+model with the network's own code; ``forward`` is built from the same parts.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -41,6 +45,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
 }
+WIDE_PARTS = ("wide.user", "wide.item", "wide.cross")  # the batch's wide ids, by what they depend on
 
 
 @dataclass
@@ -134,11 +139,18 @@ class WideArch(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         logit = self.bias
-        for key in ("wide.user", "wide.item", "wide.cross"):
-            ids = batch[key]  # (B|Bu, W)
-            if ids.shape[1]:
-                logit = logit + (self.weight[ids] * (ids > 0)).sum(1)  # (B|Bu,)
+        for part in self.partial_sums(batch).values():
+            logit = logit + part  # (B|Bu,)
         return logit
+
+    def partial_sums(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Each part's share of the logit, the bias left out: ``wide.user`` (Bu,), ``wide.item``
+        and ``wide.cross`` (B,). Serving sums the items' parts once per model."""
+        return {key: self.sum_ids(batch[key]) for key in WIDE_PARTS}
+
+    def sum_ids(self, ids: Tensor) -> Tensor:
+        """The weights of ``ids`` (..., W) summed over the last dimension, padding (0) left out: (...,)."""
+        return (self.weight[ids] * (ids > 0)).sum(-1)
 
 
 class SideEmbedding(nn.Module):
@@ -187,30 +199,91 @@ class Block(nn.Module):
         h = self.act(self.norm(h)) if self.norm_first else self.norm(self.act(h))
         return self.drop(h)
 
+    @torch.no_grad()
+    def fused(self) -> nn.Module:
+        """This block for inference, equal to its eval mode up to rounding: eval-mode BatchNorm is
+        ``x·scale + shift``, which before the activation folds into the linear map (one pass over
+        (B, H) fewer). BatchNorm after the activation does not fold: then an eval-mode copy."""
+        norm, linear = self.norm, self.linear
+        if isinstance(norm, nn.Identity):
+            return FusedBlock(linear.weight, linear.bias, self.act)
+        if not self.norm_first or norm.running_var is None:
+            return copy.deepcopy(self).eval()
+        std = torch.sqrt(norm.running_var + norm.eps)
+        scale = norm.weight / std if norm.affine else 1 / std  # (H,)
+        shift = (norm.bias if norm.affine else 0) - norm.running_mean * scale
+        return FusedBlock(linear.weight * scale.unsqueeze(1), linear.bias * scale + shift, self.act)
+
+
+class FusedBlock(nn.Module):
+    """Linear → activation, for inference: a :class:`Block` with its BatchNorm folded in and no
+    dropout. A ReLU runs in place, on the linear map's fresh output."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, act: nn.Module) -> None:
+        super().__init__()
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
+        self.linear.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.linear.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.act = nn.ReLU(inplace=True) if isinstance(act, nn.ReLU) else copy.deepcopy(act)
+        self.eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.finish(self.linear(x))
+
+    def finish(self, h: Tensor) -> Tensor:
+        """The activation; ``h`` may be overwritten."""
+        return self.act(h)
+
 
 class DeepArch(nn.Module):
-    """Both sides' embeddings through the MLP; returns the last hidden layer (B, H)."""
+    """Both sides' embeddings through the MLP; returns the last hidden layer (B, H).
+
+    The first layer is linear, so it is applied to each side apart and summed:
+    ``top(user_share + item_share)``. One user row then broadcasts against the whole
+    catalogue, and serving computes the items' share once per model.
+    """
 
     def __init__(self, config: WideDeepConfig) -> None:
         super().__init__()
         self.user = SideEmbedding("user", config.user)
         self.item = SideEmbedding("item", config.item)
-        self.user_width = config.user.width
+        self.user_width, self.item_width = config.user.width, config.item.width
         sizes = [config.user.width + config.item.width, *config.hidden]
         self.blocks = nn.ModuleList(Block(a, b, config) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        h = self.user_share(batch)  # (Bu, H)
+        if self.item_width:
+            h = h + self.item_share(batch)  # (B, H)
+        return self.top(h)
+
+    def user_share(self, batch: dict[str, Tensor]) -> Tensor:
+        """The first layer's pre-activation from the user side, its bias included: (Bu, H), or (1, H)
+        when the user side has no deep input. A new tensor."""
+        linear = self.blocks[0].linear
+        if not self.user_width:
+            return linear.bias.unsqueeze(0).clone()  # (1, H)
+        return linear.bias + F.linear(self.user(batch), linear.weight[:, : self.user_width])  # (Bu, H)
+
+    def item_share(self, batch: dict[str, Tensor]) -> Tensor:
+        """The first layer's pre-activation from the item side, bias left out: (B, H)."""
+        return F.linear(self.item(batch), self.blocks[0].linear.weight[:, self.user_width :])
+
+    def top(self, h: Tensor) -> Tensor:
+        """The MLP from the first layer's pre-activation ``h`` (B, H) on: (B, H_last). A fused arch
+        may overwrite ``h``."""
         first, *rest = self.blocks
-        weight, bias = first.linear.weight, first.linear.bias  # (H, Du + Di)
-        h = bias
-        if self.user_width:
-            h = h + F.linear(self.user(batch), weight[:, : self.user_width])  # (Bu, H)
-        if weight.shape[1] > self.user_width:
-            h = h + F.linear(self.item(batch), weight[:, self.user_width :])  # (B, H)
         h = first.finish(h)
         for block in rest:
             h = block(h)
-        return h  # (B, H)
+        return h
+
+    def fused(self) -> DeepArch:
+        """This arch for inference (every block :meth:`Block.fused`), equal to its eval mode up to
+        rounding. It shares the embedding tables with this one: they are not copied."""
+        fused = copy.deepcopy(self, {id(self.user): self.user, id(self.item): self.item})
+        fused.blocks = nn.ModuleList(block.fused() for block in self.blocks)
+        return fused
 
 
 class OverArch(nn.Module):
@@ -222,8 +295,15 @@ class OverArch(nn.Module):
         self.relu_output = config.task == "regression" and config.output_activation == "relu"
 
     def forward(self, wide: Tensor | None, deep: Tensor | None) -> Tensor:
-        parts = [p for p in (wide, None if deep is None else self.head(deep).squeeze(-1)) if p is not None]
-        out = parts[0] if len(parts) == 1 else parts[0] + parts[1]  # (B,)
+        return self.join(wide, None if deep is None else self.deep_logit(deep))
+
+    def deep_logit(self, h: Tensor) -> Tensor:
+        """The deep part's logit from its last hidden layer (B, H_last): (B,)."""
+        return self.head(h).squeeze(-1)
+
+    def join(self, wide: Tensor | None, deep: Tensor | None) -> Tensor:
+        """The output from the wide and deep logits (either may be absent): (B,)."""
+        out = deep if wide is None else wide if deep is None else wide + deep
         return F.relu(out) if self.relu_output else out
 
 
@@ -292,6 +372,10 @@ class WideDeep(nn.Module):
             out = self(batch)
         finally:
             self.train(was_training)
+        return self.predictions(out)
+
+    def predictions(self, out: Tensor) -> Tensor:
+        """Probabilities (binary task) or ratings (regression) from the output of ``forward``."""
         return torch.sigmoid(out) if self.config.task == "binary" else out
 
     def wide_parameters(self) -> list[nn.Parameter]:
