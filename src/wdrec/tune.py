@@ -262,7 +262,10 @@ def open_study(storage_url: str, name: str, selection: Selection, seed: int | No
 
 
 def redacted(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    """The storage URL without its password (for messages and tags); an unreadable URL as given."""
+    with contextlib.suppress(SQLAlchemyError):
+        return make_url(url).render_as_string(hide_password=True)
+    return url
 
 
 def fail_abandoned_trials(study: optuna.Study) -> list[int]:

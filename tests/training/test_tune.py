@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -18,6 +19,8 @@ from paths import CONFIGS
 from wdrec.cli import main, run
 from wdrec.training.tracking import HOST_TAG, PID_TAG
 from wdrec.tune import STATE_TAG, STUDY_TAG, SearchSpace, overrides
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small index ops: 2 threads on a busy 2-core machine crawl
 
 JOB = CONFIGS / "movielens100k-ctr.yaml"
 SPACE = CONFIGS / "tune" / "movielens100k-ctr.yaml"
@@ -68,8 +71,7 @@ def test_a_study_tracks_its_trials_writes_a_config_that_trains_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    uri = os.environ["MLFLOW_TRACKING_URI"]  # the suite's store (conftest): a new one costs seconds of migrations
     storage, output = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "best.yaml"
     command = ["tune", "--config", str(JOB), "--space", str(SPACE), "--storage", storage, "--study-name", "ctr",
                "--output", str(output), "--seed", "0", *TINY]  # fmt: skip
@@ -123,3 +125,24 @@ def test_a_study_tracks_its_trials_writes_a_config_that_trains_and_resumes(
     assert len(children()) == 3
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     assert len(parents()) == 1
+
+
+def test_a_pruned_trial_stops_and_its_run_ends_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna's Lightning callback stops the fit at the first validation the pruner rejects; its
+    child run says so (KILLED, state PRUNED) rather than FAILED, and a study with no completed
+    trial writes no config."""
+    monkeypatch.chdir(tmp_path)
+    uri = os.environ["MLFLOW_TRACKING_URI"]  # the suite's store (conftest): a new one costs seconds of migrations
+    # Every AUC is below 1.1, so the first epoch's report is pruned (the median rule needs 5 trials first).
+    monkeypatch.setattr(optuna.pruners, "MedianPruner", lambda **_: optuna.pruners.ThresholdPruner(lower=1.1))
+    storage, output = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "best.yaml"
+    main(["tune", "--config", str(JOB), "--space", str(SPACE), "--storage", storage, "--study-name", "pruned",
+          "--output", str(output), "--n-trials", "1", *TINY])  # fmt: skip
+
+    (trial,) = optuna.load_study(study_name="pruned", storage=storage).trials
+    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [0]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("wdrec").experiment_id], filter_string=f"tags.`{STUDY_TAG}` = 'pruned'")
+    (child,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert (child.info.status, child.data.tags[STATE_TAG], child.data.metrics["epoch"]) == ("KILLED", "PRUNED", 0)
+    assert not output.exists()
