@@ -69,7 +69,7 @@ PARENT_ATTR, METRIC_ATTR = "wdrec.mlflow_parent_run", "wdrec.selection_metric"  
 STUDY_TAG, TRIAL_TAG, STATE_TAG = "wdrec.tune.study", "wdrec.tune.trial", "wdrec.tune.state"
 # One line per trial replaces Lightning's bar and summary; a config or an override may turn them back on.
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")  # seed_everything, model.dropout, ...
 FIELDS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
 
 
