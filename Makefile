@@ -2,7 +2,9 @@
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
-# The CPU build of torch: pinned first, so pip never resolves a multi-GB CUDA build on a CPU machine.
+# torch, installed first and pinned. PyPI's torch for Linux is the multi-GB CUDA build; where pip has no
+# CPU wheel at hand (this project's machines keep one on disk), ask PyTorch's CPU index instead:
+#   make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH  ?= torch==2.13.0
 CONFIG ?= configs/movielens100k.yaml
 
@@ -51,5 +53,7 @@ bench: install
 serve: install
 	$(BIN)/wdrec-serve --model models:/wdrec@champion
 
+## Everything a run leaves in the working directory. The tracking store goes too (and the tune study store, which names its runs): it would point at
+## deleted artifacts. (The data cache in ~/.cache/wdrec and the venv stay.)
 clean:
-	rm -rf checkpoints bundles mlruns mlartifacts lightning_logs .pytest_cache
+	rm -rf checkpoints bundles mlruns mlartifacts lightning_logs .pytest_cache mlflow.db optuna.db

@@ -14,7 +14,7 @@ README = (REPO_ROOT / "README.md").read_text()
 
 
 def test_make_clean_leaves_no_tracking_store_pointing_at_deleted_artifacts(tmp_path) -> None:
-    left = ["mlflow.db", "mlruns/1/abc/artifacts/model", "mlartifacts/x", "checkpoints/last.ckpt", "bundles/abc/weights"]
+    left = ["mlflow.db", "optuna.db", "mlruns/1/abc/artifacts/model", "mlartifacts/x", "checkpoints/last.ckpt", "bundles/abc/weights"]
     for path in left:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x")
