@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import top_k_recall, write_json  # noqa: E402
 
-from serving.model_store import load_model  # noqa: E402
+from serving.loader import load_model  # noqa: E402
 from serving.recommender import recommend  # noqa: E402
 
 K = 10

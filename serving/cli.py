@@ -90,7 +90,7 @@ def check_model(settings: Settings) -> str | None:
     """Load the model once before starting: a bad one ends the process with one line. Returns its version."""
     import torch
 
-    from serving.model_store import ModelLoadError, load_model
+    from serving.loader import ModelLoadError, load_model
 
     torch.set_num_threads(settings.torch_threads)
     try:

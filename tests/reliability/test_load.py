@@ -29,7 +29,7 @@ import torch
 from servers import Server, running_server, serve_env
 
 from serving import recommender
-from serving.model_store import load_model
+from serving.loader import load_model
 
 pytestmark = pytest.mark.slow
 

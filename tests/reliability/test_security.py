@@ -20,8 +20,8 @@ from paths import REPO_ROOT
 from servers import Server, copy_bundle, running_server, serve_env
 
 from serving.config import Settings
+from serving.loader import ModelLoadError, load_model
 from serving.main import create_app
-from serving.model_store import ModelLoadError, load_model
 from wdrec.export.bundle import ITEMS, METADATA, WEIGHTS, BundleError, read_bundle
 from wdrec.export.cli import main as export_main
 

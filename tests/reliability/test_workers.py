@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers import Server, running_server, serve_env
 
 from serving import recommender
-from serving.model_store import load_model
+from serving.loader import load_model
 
 ADMIN = {"Authorization": "Bearer cli-token"}  # servers.serve_env's token
 USERS = ["1", "196", "500", "900", "cold-7"]  # known users and a cold start
