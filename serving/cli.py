@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
+            timeout_keep_alive=settings.keep_alive_seconds,
             log_config=log_config(settings.log_level),
             access_log=False,
         )
