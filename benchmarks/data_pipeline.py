@@ -28,6 +28,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, write_json  # noqa: E402
 
+from wdrec.cli import resolved_config  # noqa: E402
 from wdrec.export.cli import datamodule_from_config  # noqa: E402
 
 CHUNK = 65536
@@ -87,7 +88,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(synthetic_config(args.child), args.repeats)))
         return
-    movielens = measure(yaml.safe_load((REPO_ROOT / "configs" / "movielens100k.yaml").read_text()), args.repeats)
+    movielens = measure(yaml.safe_load(resolved_config(["--config", "configs/movielens100k.yaml"])), args.repeats)
     command = [sys.executable, __file__, "--child", str(args.synthetic_rows), "--repeats", str(args.repeats)]
     child = subprocess.run(command, capture_output=True, text=True)
     if child.returncode != 0:

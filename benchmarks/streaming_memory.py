@@ -80,6 +80,7 @@ def measure(workdir: Path, files: list[str], args: argparse.Namespace) -> dict:
     import lightning as L
 
     from wdrec.data.streaming import StreamingDataModule
+    from wdrec.model.widedeep import Architecture
     from wdrec.training.module import WideDeepModule
 
     torch.set_num_threads(1)
@@ -108,7 +109,7 @@ def measure(workdir: Path, files: list[str], args: argparse.Namespace) -> dict:
     after_stream = peak_rss_mb()
 
     steps = args.train_steps or len(loader)
-    model = WideDeepModule(layout=dm.layout, task=dm.task, hidden=[64, 32])
+    model = WideDeepModule(layout=dm.layout, task=dm.task, architecture=Architecture(hidden=[64, 32]))
     trainer = L.Trainer(max_epochs=1, max_steps=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
     started = time.perf_counter()

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, write_json  # noqa: E402
 
 from wdrec.cli import run  # noqa: E402
+from wdrec.model.widedeep import Architecture  # noqa: E402
 
 
 class StepTimer(L.Callback):
@@ -120,6 +121,7 @@ def plain_loop(cli, steps: int, warmup: int, precision: str, compile_net: bool) 
     torch.manual_seed(0)
     device = cli.trainer.strategy.root_device
     hparams = {k: v for k, v in cli.model.hparams.items() if not k.startswith("_") and k != "compile"}
+    hparams["architecture"] = Architecture(**hparams["architecture"])  # kept as plain values in hparams
     datamodule, module = cli.datamodule, type(cli.model)(**hparams)
     module.wide_optimizer, module.deep_optimizer = cli.model.wide_optimizer, cli.model.deep_optimizer
     net = module.net.to(device).train()

@@ -3,6 +3,8 @@ every stage together, so that ``training`` never imports ``export``)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 
 from jsonargparse import lazy_instance
@@ -12,7 +14,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 from wdrec.data.schema import DataError
 from wdrec.data.sources.base import SourceUnavailable
 from wdrec.export.callback import RegisterModel
-from wdrec.training.cli import WideDeepCLI, quiet_known_warnings
+from wdrec.training.cli import ConfigFileError, WideDeepCLI, quiet_known_warnings
 from wdrec.training.module import WideDeepModule
 from wdrec.training.tracking import (
     LogConfigToMLflow,
@@ -27,7 +29,7 @@ class ConfigError(ValueError):
 
 
 # Problems with the user's input or environment: `wdrec` reports them in one line, not a traceback.
-USER_ERRORS = (DataError, SourceUnavailable, TrackingUnavailable, ConfigError)
+USER_ERRORS = (DataError, SourceUnavailable, TrackingUnavailable, ConfigError, ConfigFileError)
 
 
 class WdrecCLI(WideDeepCLI):
@@ -58,6 +60,8 @@ def main(args: list[str] | None = None) -> None:
 
     ``wdrec tune`` (hyperparameter search, :mod:`wdrec.tune`) is routed before LightningCLI
     parses: its own flags are no Lightning arguments, and Optuna is imported only for it.
+    So are ``wdrec recommend`` and ``wdrec predict`` (batch scoring with a model bundle,
+    :mod:`serving.batch`, which reports its own bad input the same way).
     """
     argv = sys.argv[1:] if args is None else args
     try:
@@ -65,6 +69,10 @@ def main(args: list[str] | None = None) -> None:
             from wdrec.tune import tune
 
             tune(argv[1:])
+        elif argv[:1] in (["recommend"], ["predict"]):
+            from serving.batch import main as batch
+
+            batch(argv)
         else:
             run(args)  # None, not argv: LightningCLI warns about argument lists given from Python
     except Exception as error:
@@ -119,6 +127,19 @@ def run(args: list[str] | None = None, subcommand: bool = True, callbacks: list[
         args=args,
         run=subcommand,
     )
+
+
+def resolved_config(args: list[str]) -> str:
+    """The job as ``wdrec fit <args> --print_config`` prints it: every default filled in, ready
+    for ``wdrec fit --config``. Nothing is instantiated; a bad argument exits as ``wdrec fit`` does."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            run(["fit", *args, "--print_config"])
+    except SystemExit as done:
+        if done.code:
+            raise
+    return printed.getvalue()
 
 
 if __name__ == "__main__":

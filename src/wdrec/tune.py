@@ -3,7 +3,7 @@
 It lives beside ``cli.py``, not in ``training/``: a trial runs the whole job through the
 composition root (:func:`wdrec.cli.run`), which imports ``export``.
 
-- The search space is a YAML file of command-line keys (``model.dropout``) with a type and a
+- The search space is a YAML file of command-line keys (``model.architecture.dropout``) with a type and a
   range (:class:`SearchSpace`). A trial is ``wdrec fit`` with the job's configs, the command
   line's overrides and then the trial's values; it registers nothing and keeps its
   checkpoints in a temporary directory. The best trial's job is written out as a config.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import io
 import json
 import os
 import re
@@ -48,7 +47,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 import wdrec
-from wdrec.cli import ConfigError, run
+from wdrec.cli import ConfigError, resolved_config, run
 from wdrec.tracking_store import resolve_tracking_uri
 from wdrec.training.metrics import Selection, selection_for
 from wdrec.training.tracking import (
@@ -69,7 +68,7 @@ PARENT_ATTR, METRIC_ATTR = "wdrec.mlflow_parent_run", "wdrec.selection_metric"  
 STUDY_TAG, TRIAL_TAG, STATE_TAG = "wdrec.tune.study", "wdrec.tune.trial", "wdrec.tune.state"
 # One line per trial replaces Lightning's bar and summary; a config or an override may turn them back on.
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")  # seed_everything, model.dropout, ...
+KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")  # seed_everything, model.architecture.dropout, ...
 FIELDS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}, "categorical": {"choices"}}
 
 
@@ -81,9 +80,9 @@ class TuneError(ConfigError):
 class Parameter:
     """One searched command-line key. ``float`` and ``int``: from ``low`` to ``high`` (both
     included), log-uniform with ``log``, on a grid with ``step``; ``categorical``: one of
-    ``choices``, which may be lists (``model.hidden``; Optuna sees them as their JSON text)."""
+    ``choices``, which may be lists (``model.architecture.hidden``; Optuna sees them as their JSON text)."""
 
-    key: str  # as on the command line without dashes: model.dropout, model.deep_optimizer.init_args.lr
+    key: str  # as on the command line without dashes: model.architecture.dropout, model.deep_optimizer.init_args.lr
     type: Literal["float", "int", "categorical"]
     low: float = 0.0
     high: float = 0.0
@@ -104,7 +103,7 @@ class SearchSpace:
     """The parameters of a search space file::
 
         parameters:
-          model.dropout: {type: float, low: 0.0, high: 0.5}
+          model.architecture.dropout: {type: float, low: 0.0, high: 0.5}
           model.deep_optimizer.init_args.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
           data.batch_size: {type: categorical, choices: [256, 512, 1024]}
     """
@@ -140,7 +139,7 @@ def _parameter(path: Path, key: Any, spec: Any) -> Parameter:
         return TuneError(f"search space {path}: {key}: {expected}")
 
     if not isinstance(key, str) or not KEY.fullmatch(key):
-        raise refuse("a parameter is a command-line key without dashes, such as model.dropout")
+        raise refuse("a parameter is a command-line key without dashes, such as model.architecture.dropout")
     if not isinstance(spec, dict) or spec.get("type") not in FIELDS:
         raise refuse(f"expected {{type: float|int|categorical, ...}}, got {_short(spec)}")
     kind = spec["type"]
@@ -207,19 +206,6 @@ def _text(value: Any) -> str:
     if isinstance(value, float):
         return json.dumps(float(f"{value:.12g}"))
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def resolved_config(args: list[str]) -> str:
-    """The job as ``wdrec fit <args> --print_config`` prints it: every default filled in, ready
-    for ``wdrec fit --config``. Nothing is instantiated; a bad argument exits as ``wdrec fit`` does."""
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            run(["fit", *args, "--print_config"])
-    except SystemExit as done:
-        if done.code:
-            raise
-    return printed.getvalue()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from wdrec.data.schema import ITEM_ID, LABEL, USER_ID, DataError
 from wdrec.data.sources.synthetic import Synthetic
 from wdrec.data.splits import with_target
 from wdrec.data.streaming import StreamingBatches, StreamingDataModule
+from wdrec.model.widedeep import Architecture
 from wdrec.training.module import WideDeepModule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -181,7 +182,7 @@ def test_ids_outside_the_tables_get_the_unknown_row(files, tmp_path):
 
 def test_a_short_fit_runs(files):
     dm = module(files, validation=str(files["val"]))
-    model = WideDeepModule(layout=dm.layout, task=dm.task, hidden=[16])
+    model = WideDeepModule(layout=dm.layout, task=dm.task, architecture=Architecture(hidden=[16]))
     trainer = L.Trainer(max_steps=6, val_check_interval=3, limit_val_batches=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     trainer.fit(model, datamodule=dm)

@@ -119,7 +119,7 @@ def write_config(case: Case, source: dict[str, object], folder: Path) -> Path:
                                "ranking_max_users": 200}  # fmt: skip
     if not case.presplit and case.target == "binary":
         data["split"] = "random"
-    config: dict[str, object] = {"seed_everything": 42, "trainer": FIT, "model": {"hidden": [64, 32]}, "data": data}
+    config: dict[str, object] = {"seed_everything": 42, "trainer": FIT, "model": {"architecture": {"hidden": [64, 32]}}, "data": data}
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -28,6 +28,7 @@ from paths import DEFAULT_CONFIG
 from wdrec.data.datamodule import InteractionDataModule
 from wdrec.data.features import Field
 from wdrec.data.sources.movielens import MovieLens
+from wdrec.model.widedeep import Architecture
 from wdrec.training.diagnostics import TrainingDiagnostics
 from wdrec.training.module import WideDeepModule
 
@@ -50,8 +51,8 @@ def datamodule(data_dir: Path) -> InteractionDataModule:
 
 def build(datamodule: InteractionDataModule, **model: object) -> WideDeepModule:
     L.seed_everything(0, verbose=False)
-    options = {"hidden": HIDDEN, "dropout": 0.0, "batchnorm": "none"} | model
-    return WideDeepModule(layout=datamodule.layout, task=datamodule.task, **options)
+    architecture = Architecture(**({"hidden": HIDDEN, "dropout": 0.0, "batchnorm": "none"} | model))
+    return WideDeepModule(layout=datamodule.layout, task=datamodule.task, architecture=architecture)
 
 
 def fit(module: L.LightningModule, datamodule: L.LightningDataModule, *callbacks: L.Callback, steps: int = 5,

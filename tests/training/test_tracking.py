@@ -21,7 +21,7 @@ def run_data(trained_run):
 def test_run_finishes_with_params_metrics_and_provenance(run_data) -> None:
     _, run = run_data
     assert run.info.status == "FINISHED"
-    assert {"hidden", "dropout", "activation", "split", "target", "negatives", "batch_size"} <= set(run.data.params)
+    assert {"architecture/hidden", "architecture/dropout", "architecture/activation", "split", "target", "negatives", "batch_size"} <= set(run.data.params)
     assert set(CONTRACT_METRICS) <= set(run.data.metrics)
     assert "wdrec_version" in run.data.tags and "git_commit" in run.data.tags
     assert run.data.tags["registered_model_version"] == "wdrec/1"

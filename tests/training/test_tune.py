@@ -33,26 +33,26 @@ def test_the_shipped_space_reads_as_command_line_overrides() -> None:
     space = SearchSpace.load(SPACE)
     by_key = {parameter.key: parameter for parameter in space.parameters}
     assert by_key["model.deep_optimizer.init_args.lr"].log
-    assert by_key["model.dropout"].step == 0.05
+    assert by_key["model.architecture.dropout"].step == 0.05
     study = optuna.create_study()
     values = space.suggest(study.ask())
     assert set(values) == set(by_key)
-    hidden = overrides({"model.hidden": values["model.hidden"]})[0]
-    assert json.loads(hidden.removeprefix("--model.hidden=")) in [list(c) for c in by_key["model.hidden"].choices]
-    assert overrides({"model.dropout": 0.1 + 0.2, "model.activation": "relu"}) == ["--model.dropout=0.3", "--model.activation=relu"]
+    hidden = overrides({"model.architecture.hidden": values["model.architecture.hidden"]})[0]
+    assert json.loads(hidden.removeprefix("--model.architecture.hidden=")) in [list(c) for c in by_key["model.architecture.hidden"].choices]
+    assert overrides({"model.architecture.dropout": 0.1 + 0.2, "model.architecture.activation": "relu"}) == ["--model.architecture.dropout=0.3", "--model.architecture.activation=relu"]
 
 
 @pytest.mark.parametrize(
     ("space", "message"),
-    [("model.dropout: {type: float, low: 0.0, high: 0.5}", "expected one key, parameters"),
-     ("parameters: {model.dropout: {type: uniform, low: 0.0, high: 0.5}}", "model.dropout: expected {type: float|int|categorical"),
-     ("parameters: {model.dropout: {type: float, low: 0.5, high: 0.1}}", "model.dropout: type float needs numbers low < high"),
-     ("parameters: {model.dropout: {type: float, low: 0.0, hi: 0.5}}", "model.dropout: unknown field hi for type float"),
+    [("model.architecture.dropout: {type: float, low: 0.0, high: 0.5}", "expected one key, parameters"),
+     ("parameters: {model.architecture.dropout: {type: uniform, low: 0.0, high: 0.5}}", "model.architecture.dropout: expected {type: float|int|categorical"),
+     ("parameters: {model.architecture.dropout: {type: float, low: 0.5, high: 0.1}}", "model.architecture.dropout: type float needs numbers low < high"),
+     ("parameters: {model.architecture.dropout: {type: float, low: 0.0, hi: 0.5}}", "model.architecture.dropout: unknown field hi for type float"),
      ("parameters: {model.deep_optimizer.init_args.lr: {type: float, low: 0, high: 0.1, log: true}}",
       "model.deep_optimizer.init_args.lr: log needs low > 0"),
      ("parameters: {data.batch_size: {type: categorical, choices: []}}", "data.batch_size: type categorical needs choices"),
      ("parameters: {data.batch_size: {type: int, low: 64, high: 1024, step: 0.5}}", "data.batch_size: step is a positive int"),
-     ("parameters: {--model.dropout: {type: float, low: 0.0, high: 0.5}}", "--model.dropout: a parameter is a command-line key"),
+     ("parameters: {--model.architecture.dropout: {type: float, low: 0.0, high: 0.5}}", "--model.architecture.dropout: a parameter is a command-line key"),
      ("parameters: {model.dropot: {type: float, low: 0.0, high: 0.5}}", "model.dropot: not a setting of the job")],
 )  # fmt: skip
 def test_a_bad_space_file_ends_in_one_line_naming_file_and_key(
@@ -103,9 +103,9 @@ def test_a_study_tracks_its_trials_writes_a_config_that_trains_and_resumes(
 
     # The best trial's whole job, ready for `wdrec fit --config`.
     config = yaml.safe_load(output.read_text())
-    assert config["model"]["dropout"] == pytest.approx(study.best_params["model.dropout"])
+    assert config["model"]["architecture"]["dropout"] == pytest.approx(study.best_params["model.architecture.dropout"])
     assert config["data"]["init_args"]["batch_size"] == study.best_params["data.batch_size"]
-    assert config["model"]["hidden"] == json.loads(study.best_params["model.hidden"])
+    assert config["model"]["architecture"]["hidden"] == json.loads(study.best_params["model.architecture.hidden"])
     fit = run(["fit", "--config", str(output), "--registry.enabled=false", "--trainer.enable_progress_bar=false"])
     assert fit.trainer.state.finished and fit.trainer.checkpoint_callback.monitor == "val_auc"
     assert math.isfinite(float(fit.trainer.callback_metrics["val_auc"]))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
@@ -71,31 +71,24 @@ class SideConfig:
 
 
 @dataclass
-class WideDeepConfig:
-    wide_size: int  # rows of the wide weight table (one per sparse id, row 0 = padding)
-    user: SideConfig
-    item: SideConfig
+class Architecture:
+    """The choices that shape the network, apart from the data's sizes (``model.architecture.*``
+    on the command line)."""
+
     hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
     activation: Activation = "relu"
     dropout: float = 0.1
     batchnorm: Literal["before", "after", "none"] = "before"  # relative to the activation
-    task: Literal["binary", "regression"] = "binary"
     output_activation: Literal["none", "relu"] = "none"  # regression: relu keeps ratings >= 0
     use_wide: bool = True
     use_deep: bool = True
     init: Literal["auto", "standard_normal"] = "auto"  # standard_normal: N(0, 1), the classic failure, for diagnostics
-    output_bias: float = 0.0  # the deep head's starting bias: the mean rating for regression, so training starts there
 
     def __post_init__(self) -> None:
-        if isinstance(self.user, dict):
-            self.user = _side(self.user)
-        if isinstance(self.item, dict):
-            self.item = _side(self.item)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         for name, allowed in (
             ("batchnorm", ("before", "after", "none")),
-            ("task", ("binary", "regression")),
             ("output_activation", ("none", "relu")),
             ("init", ("auto", "standard_normal")),
         ):  # a typo would otherwise silently pick a branch (e.g. batchnorm="Before" ran as "after")
@@ -107,15 +100,37 @@ class WideDeepConfig:
             raise ValueError("at least one of use_wide and use_deep must be true")
         if self.use_deep and (not self.hidden or min(self.hidden) < 1):
             raise ValueError(f"hidden must list positive layer sizes, got {self.hidden}")
+
+
+@dataclass(kw_only=True)
+class WideDeepConfig(Architecture):
+    """An :class:`Architecture` with the sizes the data gives it (``FeatureSpec.layout()``)."""
+
+    wide_size: int  # rows of the wide weight table (one per sparse id, row 0 = padding)
+    user: SideConfig
+    item: SideConfig
+    task: Literal["binary", "regression"] = "binary"
+    output_bias: float = 0.0  # the deep head's starting bias: the mean rating for regression, so training starts there
+
+    def __post_init__(self) -> None:
+        if isinstance(self.user, dict):
+            self.user = _side(self.user)
+        if isinstance(self.item, dict):
+            self.item = _side(self.item)
+        super().__post_init__()
+        if self.task not in ("binary", "regression"):
+            raise ValueError(f"task must be one of ['binary', 'regression'], got {self.task!r}")
         if self.use_deep and self.user.width + self.item.width == 0:
             raise ValueError("the deep part has no inputs: give some feature an embedding (deep: true)")
         if self.wide_size < 1:
             raise ValueError(f"wide_size must be >= 1, got {self.wide_size}")
 
     @classmethod
-    def from_layout(cls, layout: dict, **kwargs: object) -> WideDeepConfig:
-        """Build from ``FeatureSpec.layout()`` plus architecture choices."""
-        return cls(wide_size=layout["wide_size"], user=_side(layout["user"]), item=_side(layout["item"]), **kwargs)
+    def from_layout(cls, layout: dict, architecture: Architecture | None = None, **kwargs: object) -> WideDeepConfig:
+        """Build from ``FeatureSpec.layout()``, an architecture, and other fields (``task``,
+        ``output_bias``, or architecture fields that override it)."""
+        choices = {**asdict(architecture or Architecture()), **kwargs}
+        return cls(wide_size=layout["wide_size"], user=_side(layout["user"]), item=_side(layout["item"]), **choices)
 
 
 def _side(data: dict) -> SideConfig:

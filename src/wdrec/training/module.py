@@ -20,7 +20,7 @@ from torchmetrics import MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 from torchmetrics.regression import MeanAbsoluteError
 
-from wdrec.model.widedeep import WideDeep, WideDeepConfig
+from wdrec.model.widedeep import Architecture, WideDeep, WideDeepConfig
 from wdrec.training.ftrl import FTRL
 from wdrec.training.metrics import TopKRanking, selection_for
 from wdrec.training.optim import JointOptimizer
@@ -35,8 +35,8 @@ class WideDeepModule(L.LightningModule):
     Args:
         layout: input layout from the data module (``data.layout``, linked by the CLI).
         task: ``binary`` or ``regression`` (``data.task``, linked by the CLI).
-        hidden, activation, dropout, batchnorm, output_activation, use_wide, use_deep,
-            init: architecture, see :class:`~wdrec.model.widedeep.WideDeepConfig`.
+        architecture: the network's shape (``model.architecture.hidden``, ``.dropout``, ...),
+            see :class:`~wdrec.model.widedeep.Architecture`.
         wide_optimizer: optimizer for the wide part, as in the paper FTRL-Proximal
             (``wdrec.training.ftrl.FTRL``) or ``torch.optim.Adagrad``.
         deep_optimizer: optimizer for the deep part (Adam, NAdam, AdamW, RMSprop, or SGD
@@ -55,14 +55,7 @@ class WideDeepModule(L.LightningModule):
         self,
         layout: dict | None = None,
         task: Literal["binary", "regression"] = "binary",
-        hidden: list[int] | None = None,
-        activation: str = "relu",
-        dropout: float = 0.1,
-        batchnorm: Literal["before", "after", "none"] = "before",
-        output_activation: Literal["none", "relu"] = "none",
-        use_wide: bool = True,
-        use_deep: bool = True,
-        init: Literal["auto", "standard_normal"] = "auto",
+        architecture: Architecture | None = None,
         wide_optimizer: OptimizerCallable = FTRL,
         deep_optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
@@ -78,13 +71,11 @@ class WideDeepModule(L.LightningModule):
         super().__init__()
         if layout is None:
             raise ValueError("WideDeepModule needs `layout` (the CLI links it from data.layout)")
-        self.save_hyperparameters(ignore=["wide_optimizer", "deep_optimizer", "scheduler"])
-        config = WideDeepConfig.from_layout(
-            layout, hidden=hidden or [256, 128, 64], activation=activation, dropout=dropout, batchnorm=batchnorm,
-            task=task, output_activation=output_activation, use_wide=use_wide, use_deep=use_deep, init=init,
-            output_bias=output_bias,
-        )  # fmt: skip
-        self.net = WideDeep(config)
+        architecture = architecture or Architecture()
+        self.save_hyperparameters(ignore=["wide_optimizer", "deep_optimizer", "scheduler", "architecture"])
+        # As plain values: checkpoints are read with weights_only=True, which refuses a dataclass.
+        self.hparams["architecture"] = asdict(architecture)
+        self.net = WideDeep(WideDeepConfig.from_layout(layout, architecture, task=task, output_bias=output_bias))
         self.wide_optimizer, self.deep_optimizer, self.scheduler = wide_optimizer, deep_optimizer, scheduler
         self.penalties = {"wide": (wide_l1, wide_l2), "deep": (deep_l1, deep_l2)}
         self.regression_loss = regression_loss
