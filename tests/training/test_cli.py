@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from commands import main_in_process
 from paths import CONFIGS, DEFAULT_CONFIG
 
-from wdrec.cli import run
+from wdrec.cli import resolved_config, run
 
 FAST_DEV_RUN = CONFIGS / "debug" / "fdr.yaml"
 # Short and cheap: rank only 100 users per evaluation.
@@ -25,6 +26,34 @@ def test_print_config_shows_the_resolved_job(capsys: pytest.CaptureFixture[str])
     assert config["data"]["class_path"] == "wdrec.data.datamodule.InteractionDataModule"
     assert config["data"]["init_args"]["source"]["class_path"] == "wdrec.data.sources.movielens.MovieLens"
     assert config["model"]["wide_optimizer"]["class_path"] == "wdrec.training.ftrl.FTRL"
+
+
+def test_a_composed_job_is_its_parts_given_in_order() -> None:
+    """A job file's ``compose:`` list reads as one ``--config`` per part: the default job is the
+    MovieLens feature list, the history overlay (``features+:``) and the L1O settings."""
+    parts = [CONFIGS / "features" / "movielens100k.yaml", CONFIGS / "features" / "history.yaml",
+             CONFIGS / "selection" / "movielens100k-l1o.yaml"]  # fmt: skip
+    spelled_out = resolved_config([arg for part in parts for arg in ("--config", str(part))])
+    assert resolved_config(["--config", str(DEFAULT_CONFIG)]) == spelled_out
+    data = yaml.safe_load(spelled_out)["data"]["init_args"]
+    names = [feature["name"] for feature in data["features"]]
+    assert names[-2:] == ["history", "recent"] and names.count("user_id") == 1  # appended, not replaced
+    assert [cross["fields"] for cross in data["crosses"]][-2:] == [["history", "item_id"], ["recent", "item_id"]]
+
+
+@pytest.mark.parametrize(
+    ("compose", "problem"),
+    [("[features/missing.yaml]", "names features/missing.yaml, but"), ("[job.yaml]", "composes"),
+     ("features/movielens100k.yaml", "must be a list of config files")],
+)  # fmt: skip
+def test_a_job_that_cannot_be_composed_is_refused_in_one_line(compose: str, problem: str, tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "movielens100k.yaml").write_text((CONFIGS / "features" / "movielens100k.yaml").read_text())
+    job.write_text(f"compose: {compose}\n")
+    code, _, err = main_in_process(["fit", "--config", str(job)], {}, tmp_path)
+    assert code == 2
+    assert err.startswith(f"wdrec: {job}: `compose`") and problem in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
