@@ -28,8 +28,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, write_json  # noqa: E402
 
-from wdrec.cli import resolved_config  # noqa: E402
 from wdrec.export.cli import datamodule_from_config  # noqa: E402
+from wdrec.job import resolved_config  # noqa: E402
 
 CHUNK = 65536
 

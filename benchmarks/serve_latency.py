@@ -95,7 +95,7 @@ def fit(workdir: Path, config: Path, name: str, extra: list[str], reuse: bool = 
 
     ``reuse``: a bundle a previous run left in ``workdir`` is served again, without training.
     """
-    from wdrec.cli import run
+    from wdrec.job import run
 
     existing = sorted((workdir / "bundles").glob("*/items.parquet"))
     if reuse and existing:

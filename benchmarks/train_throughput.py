@@ -37,7 +37,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, write_json  # noqa: E402
 
-from wdrec.cli import run  # noqa: E402
+from wdrec.job import run  # noqa: E402
 from wdrec.model.widedeep import Architecture  # noqa: E402
 
 

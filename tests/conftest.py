@@ -102,14 +102,14 @@ class TrainedRun:
     run_id: str
     bundle: Path
     checkpoint_dir: Path
-    cli: object  # wdrec.cli.WdrecCLI: trainer, model, datamodule
+    cli: object  # wdrec.job.WdrecCLI: trainer, model, datamodule
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> TrainedRun:
     """``wdrec fit --config configs/movielens100k.yaml`` for one short epoch, in its own
     directory and MLflow store, registered as ``wdrec`` version 1 (alias ``champion``)."""
-    from wdrec.cli import run
+    from wdrec.job import run
 
     workdir = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{workdir / 'mlflow.db'}"

@@ -1,7 +1,7 @@
 """``wdrec tune``: hyperparameter search with Optuna, each trial a real ``wdrec fit``.
 
 It lives beside ``cli.py``, not in ``training/``: a trial runs the whole job through the
-composition root (:func:`wdrec.cli.run`), which imports ``export``.
+composition root (:func:`wdrec.job.run`), which imports ``export``.
 
 - The search space is a YAML file of command-line keys (``model.architecture.dropout``) with a type and a
   range (:class:`SearchSpace`). A trial is ``wdrec fit`` with the job's configs, the command
@@ -47,7 +47,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 import wdrec
-from wdrec.cli import ConfigError, resolved_config, run
+from wdrec.job import ConfigError, resolved_config, run
 from wdrec.tracking_store import resolve_tracking_uri
 from wdrec.training.metrics import Selection, selection_for
 from wdrec.training.tracking import (

@@ -231,7 +231,7 @@ def test_a_history_feature_is_refused():
 
 
 def test_configs_streaming_trains_and_registers_through_wdrec_fit(files, tmp_path, monkeypatch) -> None:
-    from wdrec.cli import run
+    from wdrec.job import run
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -74,7 +74,7 @@ def test_each_task_registers_under_its_own_name(trained_run, tmp_path, monkeypat
     """The default job, then the rating job, into one store: the ranking model stays ``wdrec@champion``."""
     from paths import CONFIGS
 
-    from wdrec.cli import run
+    from wdrec.job import run
 
     store = tmp_path / "mlflow.db"
     shutil.copy(trained_run.tracking_uri.removeprefix("sqlite:///"), store)

@@ -124,7 +124,7 @@ def test_a_malicious_checkpoint_is_refused_by_wdrec_export(tmp_path: Path, capsy
 
 def test_a_malicious_checkpoint_is_refused_on_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``wdrec fit --ckpt_path evil.ckpt``: Lightning loads it with torch's weights-only unpickler."""
-    from wdrec.cli import run
+    from wdrec.job import run
 
     marker = tmp_path / "PWNED"
     checkpoint = malicious_checkpoint(tmp_path / "evil.ckpt", marker)

@@ -11,7 +11,7 @@ import yaml
 from commands import main_in_process
 from paths import CONFIGS, DEFAULT_CONFIG
 
-from wdrec.cli import resolved_config, run
+from wdrec.job import resolved_config, run
 
 FAST_DEV_RUN = CONFIGS / "debug" / "fdr.yaml"
 # Short and cheap: rank only 100 users per evaluation.

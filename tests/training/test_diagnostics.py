@@ -226,7 +226,7 @@ def test_gradient_clipping_by_norm_works_through_the_joint_optimizer(datamodule)
 
 # ----------------------------------------------------------------------- CLI, MLflow
 def test_cli_exposes_the_diagnostics_settings(tmp_path: Path) -> None:
-    from wdrec.cli import run
+    from wdrec.job import run
 
     with contextlib.chdir(tmp_path):
         cli = run(["--config", str(DEFAULT_CONFIG), "--diagnostics.every_n_steps=20", "--diagnostics.enabled=false",

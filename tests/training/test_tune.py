@@ -16,7 +16,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 from paths import CONFIGS
 
-from wdrec.cli import main, run
+from wdrec.cli import main
+from wdrec.job import run
 from wdrec.training.tracking import HOST_TAG, PID_TAG
 from wdrec.tune import STATE_TAG, STUDY_TAG, SearchSpace, overrides
 
