@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 CONFIG ?= configs/movielens100k.yaml
 
-.PHONY: install demo test test-slow test-docker lint bench serve clean
+.PHONY: install demo test test-slow test-browser test-docker lint bench serve clean
 
 $(BIN)/wdrec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: install
 ## Long suites: load, faults, DDP, full training runs.
 test-slow: install
 	$(BIN)/python -m pytest -m slow -q || test $$? -eq 5  # 5: no slow test selected
+
+## The demo page (GET /) in headless Chromium against a real wdrec-serve (tests/browser; about 2 minutes, most of it
+## the short training run it serves). Needs Chromium: Debian's `chromium` package, or WDREC_CHROMIUM=/path/to/it.
+## Screenshots land in artifacts/browser/ (or WDREC_TEST_ARTIFACTS/browser/).
+test-browser: install
+	$(BIN)/python -m pip install --quiet -e ".[browser]"
+	$(BIN)/python -m pytest -m browser -q tests/browser
 
 ## The container stack end to end (tests/docker, about 15 minutes): a private Docker daemon builds every
 ## image and runs docker/compose.yaml. Needs dockerd, and mmdebstrap where no image registry is reachable.

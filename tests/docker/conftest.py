@@ -22,18 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from markers import run_only_when_selected
 
 STARTUP_SECONDS = 60
 STOP_SECONDS = 60
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "docker" in (config.getoption("markexpr") or ""):
-        return
-    chosen = [item for item in items if item.get_closest_marker("docker") is None]
-    if len(chosen) != len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("docker")])
-        items[:] = chosen
+    run_only_when_selected(config, items, "docker")
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # noqa: ANN001
