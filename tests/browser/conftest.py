@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from markers import run_only_when_selected
 from paths import REPO_ROOT
 from servers import Server, running_server, serve_env
+from suites import run_only_when_selected, summary_section
 
 CHROMIUM_ENV = "WDREC_CHROMIUM"
 ARTIFACTS_ENV = "WDREC_TEST_ARTIFACTS"
@@ -30,11 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # noqa: ANN001
-    saved = getattr(config, "_wdrec_screenshots", None)
-    if saved:
-        terminalreporter.section("browser screenshots")
-        for path in saved:
-            terminalreporter.write_line(str(path))
+    summary_section(terminalreporter, "browser screenshots", getattr(config, "_wdrec_screenshots", None))
 
 
 def chromium_path() -> str | None:

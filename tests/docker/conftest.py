@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from markers import run_only_when_selected
+from suites import run_only_when_selected, summary_section
 
 STARTUP_SECONDS = 60
 STOP_SECONDS = 60
@@ -33,11 +33,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # noqa: ANN001
-    timings = getattr(config, "_wdrec_docker_report", None)
-    if timings:
-        terminalreporter.section("docker stack")
-        for line in timings:
-            terminalreporter.write_line(line)
+    summary_section(terminalreporter, "docker stack", getattr(config, "_wdrec_docker_report", None))
 
 
 @dataclass

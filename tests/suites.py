@@ -1,6 +1,9 @@
-"""Opt-in markers: tests that run only when ``-m`` names their marker (importable as ``markers``)."""
+"""What the opt-in suites (tests/docker, tests/browser) share: selection by their marker, and a
+section of their own in the run's summary (importable as ``suites``)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import pytest
 
@@ -14,3 +17,12 @@ def run_only_when_selected(config: pytest.Config, items: list[pytest.Item], mark
     if len(chosen) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker(marker)])
         items[:] = chosen
+
+
+def summary_section(terminalreporter, title: str, lines: Iterable[object] | None) -> None:  # noqa: ANN001
+    """``lines`` under their own heading at the end of the run (nothing when there are none)."""
+    lines = list(lines or ())
+    if lines:
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(str(line))
