@@ -220,7 +220,8 @@ def job_selection(job: dict[str, Any]) -> Selection:
     data = job["data"]
     module, _, name = data["class_path"].rpartition(".")
     data_class = getattr(importlib.import_module(module), name)
-    return selection_for(JobData(data["init_args"]["target"], data_class.full_ranking))
+    arguments = data["init_args"]
+    return selection_for(JobData(arguments["target"], data_class.ranks_catalogue(arguments["target"], arguments.get("ranking"))))
 
 
 def open_study(storage_url: str, name: str, selection: Selection, seed: int | None, prune: bool) -> optuna.Study:

@@ -49,6 +49,9 @@ class InteractionDataModule(FeatureDataModule):
         split_fractions: train/val/test fractions for ``random`` and ``temporal``.
         batch_size: examples per optimizer step across all devices, negatives included.
         eval_batch_size: examples per evaluation batch across all devices.
+        ranking: rank the whole catalogue at validation and test (HR, NDCG and Recall@K).
+            Default: for the implicit target only, where NDCG@10 selects the model; a binary job
+            computes them when set true (a rating job is evaluated pointwise).
         ranking_users: users per full-ranking batch (each scored against the whole catalogue).
         ranking_max_users: rank at most this many users (a seeded sample) per evaluation;
             ``None`` ranks everyone. Full ranking over items is never sampled.
@@ -70,6 +73,7 @@ class InteractionDataModule(FeatureDataModule):
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         batch_size: int = 1024,
         eval_batch_size: int = 16384,
+        ranking: bool | None = None,
         ranking_users: int = 32,
         ranking_max_users: int | None = None,
         data_dir: str | None = None,
@@ -89,6 +93,10 @@ class InteractionDataModule(FeatureDataModule):
         self.negative_sampling = negative_sampling
         self.thresholds = (positive_threshold, negative_threshold)
         self.split_fractions = tuple(split_fractions)
+        if ranking and target == "rating":
+            raise ValueError("ranking: the rating target is evaluated pointwise (RMSE, MAE); "
+                             "ranking the catalogue needs the implicit or binary target")  # fmt: skip
+        self.full_ranking = self.ranks_catalogue(target, ranking)
         self.ranking_users, self.ranking_max_users = ranking_users, ranking_max_users
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
 
@@ -167,10 +175,10 @@ class InteractionDataModule(FeatureDataModule):
         return self._pointwise_loader(self._pointwise("test"))
 
     def _eval_loaders(self, stage: str) -> list[DataLoader]:
-        """A pointwise loader (loss, AUC) and, for ranking targets, a full-ranking loader."""
+        """A pointwise loader (loss, AUC) and, when evaluation ranks the catalogue, a full-ranking loader."""
         self._build()
         loaders = [self._pointwise_loader(self._pointwise(stage))]
-        if self.task == "binary":
+        if self.full_ranking:
             loaders.append(self._loader(self._ranking(stage)))
         return loaders
 

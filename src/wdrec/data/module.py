@@ -52,7 +52,15 @@ class FeatureDataModule(L.LightningDataModule):
     user_tensors: SideTensors  # one row per user of users_frame, then the unknown row
     item_tensors: SideTensors
     sampler: NegativeSampler
-    full_ranking = True  # whether validation ranks the whole catalogue (selection_for reads it)
+    can_rank = True  # whether it can rank the whole catalogue at evaluation (it needs every user's seen items)
+    full_ranking = False  # whether evaluation does (selection_for reads it)
+
+    @classmethod
+    def ranks_catalogue(cls, target: str, ranking: bool | None) -> bool:
+        """Whether evaluation ranks the whole catalogue: when asked (``ranking``), and by default for
+        implicit feedback, where NDCG@10 selects the model. A PW or rating job selects on AUC or
+        RMSE; ranking every user against every item took 70% of the PW job's time."""
+        return cls.can_rank and (target == "implicit" if ranking is None else ranking)
 
     def __init__(
         self,

@@ -412,7 +412,7 @@ class StreamingDataModule(FeatureDataModule):
         seed: drives the row-group order, shuffling and negative sampling.
     """
 
-    full_ranking = False
+    can_rank = False
 
     def __init__(
         self,

@@ -2,8 +2,9 @@
 
 Everything else (data, checkpoints, tracking, export) is plumbing done by the CLI and
 callbacks. Metric names follow DESIGN.md: ``{stage}_loss``, ``{stage}_auc``,
-``{stage}_logloss``, ``{stage}_accuracy``, ``{stage}_hr_10``, ``{stage}_ndcg_10``,
-``{stage}_recall_10`` (binary task); ``{stage}_rmse``, ``{stage}_mae`` (regression).
+``{stage}_logloss``, ``{stage}_accuracy`` (binary task), and ``{stage}_hr_10``,
+``{stage}_ndcg_10``, ``{stage}_recall_10`` when the data module ranks the catalogue
+(``data.ranking``: by default for implicit feedback); ``{stage}_rmse``, ``{stage}_mae`` (regression).
 """
 
 from __future__ import annotations
