@@ -25,7 +25,7 @@ from wdrec.data.module import FeatureDataModule
 from wdrec.data.sampling import Distribution, UnseenItemSampler
 from wdrec.data.schema import ITEM_ID, LABEL, USER_ID
 from wdrec.data.sources.base import InteractionSource, default_data_dir
-from wdrec.data.splits import SplitName, Target, make_splits, resolve_split
+from wdrec.data.splits import SplitName, Target, TieBreak, make_splits, resolve_split
 from wdrec.data.timeline import Timeline
 
 VIEW_OF = {"train": "train", "val": "train", "test": "test"}  # whose history each split's rows look back on
@@ -47,6 +47,8 @@ class InteractionDataModule(FeatureDataModule):
         positive_threshold, negative_threshold: binary target from ratings: >= positive → 1,
             <= negative → 0, in between dropped.
         split_fractions: train/val/test fractions for ``random`` and ``temporal``.
+        tie_break: how ``l1o`` and ``temporal`` order interactions in the same second:
+            ``random`` (seeded by ``seed``), ``log_order`` or ``item_id`` (see ``wdrec.data.splits``).
         batch_size: examples per optimizer step across all devices, negatives included.
         eval_batch_size: examples per evaluation batch across all devices.
         ranking: rank the whole catalogue at validation and test (HR, NDCG and Recall@K).
@@ -71,6 +73,7 @@ class InteractionDataModule(FeatureDataModule):
         positive_threshold: float = 4.0,
         negative_threshold: float = 2.0,
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        tie_break: TieBreak = "random",
         batch_size: int = 1024,
         eval_batch_size: int = 16384,
         ranking: bool | None = None,
@@ -93,6 +96,7 @@ class InteractionDataModule(FeatureDataModule):
         self.negative_sampling = negative_sampling
         self.thresholds = (positive_threshold, negative_threshold)
         self.split_fractions = tuple(split_fractions)
+        self.tie_break = tie_break
         if ranking and target == "rating":
             raise ValueError("ranking: the rating target is evaluated pointwise (RMSE, MAE); "
                              "ranking the catalogue needs the implicit or binary target")  # fmt: skip
@@ -108,7 +112,7 @@ class InteractionDataModule(FeatureDataModule):
         data = self.source.load(self.data_dir)
         self.data = data
         self.splits = make_splits(
-            data, self.split, self.target, self.split_fractions, self.seed, *self.thresholds
+            data, self.split, self.target, self.split_fractions, self.seed, *self.thresholds, self.tie_break
         )
         if self.splits.train.empty:
             raise ValueError(f"{self.source.name}: the training split is empty")
