@@ -229,6 +229,7 @@ async function recommend(userId, features) {
       answer = await api("v1/recommend", recommendBody(userId, features));
     }
     renderRecommendations(answer, features);
+    $("results-heading").focus(); // keyboard and screen-reader users land on the list; a phone scrolls to it
   } catch (error) {
     $("results-note").textContent = "No recommendations.";
     $("results").replaceChildren();

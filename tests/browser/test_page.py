@@ -96,6 +96,7 @@ def test_the_keyboard_alone_gets_recommendations(tab: Tab, page_server: Server) 
     tab.page.wait_for_selector("#results > li.item")
     assert tab.page.locator("#results > li.item").count() == 10
     assert tab.page.locator("#results-heading").inner_text() == "Top 10 for user 42"
+    assert tab.page.evaluate("document.activeElement.id") == "results-heading"  # focus moves to the new list
 
 
 def test_an_explanation_and_similar_items_appear(tab: Tab, page_server: Server, screenshot) -> None:  # noqa: ANN001
