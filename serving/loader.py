@@ -32,7 +32,7 @@ from wdrec.data.features import SideTensors
 from wdrec.export.bundle import BundleError, read_bundle
 from wdrec.export.registry import resolve_bundle
 from wdrec.export.scorer import Scorer
-from wdrec.tracking_store import resolve_tracking_uri
+from wdrec.tracking_store import TrackingUnavailable, check_tracking_uri, resolve_tracking_uri
 
 log = logging.getLogger("wdrec.serving")
 FastPath = bool | Literal["require"]  # require: refuse a model whose precomputed scorer differs from forward
@@ -56,15 +56,18 @@ class Difference:
         return f"{self.value:.3g} (user {self.user}, item {self.item!r})"
 
 
-def load_model(uri: str, fast_path: FastPath = True, candidates: int | None = None, source: str | None = None) -> ServedModel:
+def load_model(
+    uri: str, fast_path: FastPath = True, candidates: int | None = None, source: str | None = None, tracking_uri: str | None = None
+) -> ServedModel:
     """Resolve, read, build, verify, probe and time a bundle; raises :class:`ModelLoadError` with the reason.
 
     ``candidates``: rank only this many items from a :class:`CandidateGenerator` per request
     (two-stage retrieval) instead of the whole catalogue. ``source``: what ``ModelInfo.source``
     reports instead of ``uri`` (a worker loading the pinned version of a published alias).
+    ``tracking_uri``: the registry a ``models:/`` URI is looked up in (default: as ``wdrec fit`` tracks).
     """
     try:
-        directory, registry = _resolve(uri)
+        directory, registry = _resolve(uri, resolve_tracking_uri(tracking_uri))
         bundle = read_bundle(directory)
     except BundleError as error:
         raise ModelLoadError(str(error)) from None
@@ -108,16 +111,20 @@ def load_model(uri: str, fast_path: FastPath = True, candidates: int | None = No
     return replace(model, info=replace(info, request_ms=request_ms))
 
 
-def _resolve(uri: str) -> tuple[Path, dict[str, str]]:
+def _resolve(uri: str, tracking_uri: str) -> tuple[Path, dict[str, str]]:
     if not uri.startswith("models:/"):
         return resolve_bundle(uri)
     from mlflow import MlflowClient  # imported here: a bundle path never needs MLflow
 
     try:
-        return resolve_bundle(uri, MlflowClient(tracking_uri=resolve_tracking_uri()))
+        check_tracking_uri(tracking_uri, existing=True)  # in seconds, not after MLflow's retries
+    except TrackingUnavailable as error:
+        raise ModelLoadError(f"{uri}: {error}") from None
+    try:
+        return resolve_bundle(uri, MlflowClient(tracking_uri=tracking_uri))
     except Exception as error:  # MlflowException and friends: unknown name, alias or version
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{uri}: not found in the MLflow registry at {resolve_tracking_uri()}: {reason}") from None
+        raise ModelLoadError(f"{uri}: not found in the MLflow registry at {tracking_uri}: {reason}") from None
 
 
 def _precomputed(reference: Scorer, blank: SideTensors, fast_path: FastPath, directory: Path) -> PrecomputedScorer | None:

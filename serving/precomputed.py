@@ -77,7 +77,8 @@ class CrossGather:
 
 class PrecomputedScorer:
     """Scores one user (a 1-row :class:`SideTensors`) against the catalogue or some of its rows,
-    as ``Scorer.score_user`` does, with the items' half of the network precomputed.
+    as ``Scorer.score_user`` does, with the items' half of the network precomputed; or a block
+    of users at once (:meth:`score_users`, batch recommendations: serving/batch.py).
 
     Args:
         scorer: the loaded bundle: network (in eval mode), spec, users and catalogue.
@@ -144,13 +145,7 @@ class PrecomputedScorer:
             constant, share = self._user_parts(users.take(torch.arange(start, min(len(users), start + limits.chunk))))
             constants.append(constant)
             hidden.append(share)
-        known_wide = None
-        if want_wide:
-            constant = torch.cat(constants)
-            values = {plan.field: self.spec.field_values(plan.field, users) for plan in self.crosses}
-            known_wide = torch.stack([
-                self._wide(constant[row], {name: v[row] for name, v in values.items()}, None) for row in range(len(users))
-            ])
+        known_wide = self._wide_rows(users, torch.cat(constants), None) if want_wide else None
         return known_wide, torch.cat(hidden) if want_hidden else None
 
     # ---------------------------------------------------------------- scoring
@@ -164,22 +159,37 @@ class PrecomputedScorer:
         (its precomputed parts are used). ``skip``: a catalogue mask of rows whose scores the
         caller throws away (seen, excluded); those may come back inexact.
         """
-        known = user_row is not None
-        constant, user_h = (None, None) if known and self.known else self._user_parts(user)
+        user_rows = None if user_row is None else torch.tensor([user_row])
+        return self.score_users(user, user_rows, rows, None if skip is None else skip.unsqueeze(0))[0]
+
+    @torch.inference_mode()
+    def score_users(
+        self, users: SideTensors, user_rows: Tensor | None = None, rows: Tensor | None = None, skip: Tensor | None = None
+    ) -> Tensor:
+        """A block of Bu users at once: (Bu, n) scores, row ``i`` what :meth:`score` gives user ``i``.
+
+        ``user_rows`` (Bu,): the users' rows in the bundle's users table, when ``users`` are those
+        rows. ``skip`` (Bu, N): per user, a catalogue mask as in :meth:`score`. The deep part runs
+        ``deep_block`` (user, item) pairs at a time, so only the (Bu, n) logits grow with the block.
+        """
+        known = user_rows is not None
+        constant, user_h = (None, None) if known and self.known else self._user_parts(users)
         wide = deep = None
         if self.item_wide is not None:
             if known and self.known_wide is not None:
-                wide = self.known_wide[user_row].clone() if rows is None else self.known_wide[user_row, rows]
+                wide = self.known_wide[user_rows] if rows is None else self.known_wide[user_rows.unsqueeze(1), rows]
             else:
-                wide = self._wide(constant[0], {p.field: self.spec.field_values(p.field, user)[0] for p in self.crosses}, rows)
+                wide = self._wide_rows(users, constant, rows)
         if self.deep is not None:
             if known and self.known_hidden is not None:
-                user_h = self.known_hidden[user_row : user_row + 1]
-            deep = self._deep(user_h, rows)
-        out = self.net.over.join(wide, deep)
-        positions, at = self._in_history(user, rows, skip)
-        if len(at):  # FeatureSpec masks these items out of the user's history: forward itself scores them
-            out[positions] = self.net(self.spec.assemble(user, self.items.take(at)))
+                user_h = self.known_hidden[user_rows]
+            deep = self._deep(user_h.expand(len(users), -1), rows)
+        out = self.net.over.join(wide, deep)  # (Bu, n)
+        for i in range(len(users) if self.histories else 0):
+            user = users if len(users) == 1 else users.take(torch.tensor([i]))
+            positions, at = self._in_history(user, rows, None if skip is None else skip[i])
+            if len(at):  # FeatureSpec masks these items out of the user's history: forward itself scores them
+                out[i, positions] = self.net(self.spec.assemble(user, self.items.take(at)))
         return self.net.predictions(out)
 
     def _user_parts(self, users: SideTensors) -> tuple[Tensor | None, Tensor | None]:
@@ -192,6 +202,13 @@ class PrecomputedScorer:
             constant = self.net.wide.bias + parts["wide.user"] + parts["wide.cross"]
         return constant, None if self.deep is None else self.deep.user_share(batch)
 
+    def _wide_rows(self, users: SideTensors, constant: Tensor, rows: Tensor | None) -> Tensor:
+        """The wide logits (Bu, n) of a block of users with wide ``constant`` (Bu,), one user at a time."""
+        values = {plan.field: self.spec.field_values(plan.field, users) for plan in self.crosses}
+        return torch.stack([
+            self._wide(constant[i], {name: v[i] for name, v in values.items()}, rows) for i in range(len(users))
+        ])
+
     def _wide(self, constant: Tensor, values: dict[str, Tensor], rows: Tensor | None) -> Tensor:
         """The wide logits: the user's ``constant`` plus each item's share; ``values``: the user's
         values (L,) of each user × item cross's field."""
@@ -201,22 +218,25 @@ class PrecomputedScorer:
         return constant + per_item
 
     def _deep(self, user_h: Tensor, rows: Tensor | None) -> Tensor:
-        """The deep part's logits (n,), ``deep_block`` rows at a time.
+        """The deep part's logits (Bu, n) from the users' shares of the first layer ``user_h`` (Bu, H),
+        ``deep_block`` (user, item) pairs at a time.
 
-        In blocks the (rows, H) activations stay in cache and are reused; over the whole
+        In blocks the (pairs, H) activations stay in cache and are reused; over the whole
         catalogue at once, a request allocated (and page-faulted) N x H floats per layer:
         about 1.5 GB at 1M items, which took most of its time (measured there: 2.5 s of CPU
         per request at once, 1.05 s in blocks; the same numbers, bit for bit).
         """
-        n = len(self.items) if rows is None else len(rows)
-        out = torch.empty(n, dtype=user_h.dtype)
-        for start in range(0, n, self.limits.deep_block):
-            at = slice(start, min(n, start + self.limits.deep_block))
+        n, users = (len(self.items) if rows is None else len(rows)), len(user_h)
+        out = torch.empty((users, n), dtype=user_h.dtype)
+        step = max(1, self.limits.deep_block // users)  # items per step
+        for start in range(0, n, step):
+            at = slice(start, min(n, start + step))
             if self.item_hidden is None:
-                h = user_h.expand(at.stop - at.start, -1).clone()  # top may overwrite it
+                h = user_h.repeat_interleave(at.stop - at.start, dim=0)  # a fresh copy: top may overwrite it
             else:
-                h = user_h + (self.item_hidden[at] if rows is None else self.item_hidden[rows[at]])
-            out[at] = self.net.over.deep_logit(self.deep.top(h))
+                items = self.item_hidden[at] if rows is None else self.item_hidden[rows[at]]
+                h = (user_h.unsqueeze(1) + items).view(-1, user_h.shape[1])  # (Bu * step, H)
+            out[:, at] = self.net.over.deep_logit(self.deep.top(h)).view(users, -1)
         return out
 
     def _in_history(self, user: SideTensors, rows: Tensor | None, skip: Tensor | None) -> tuple[Tensor, Tensor]:

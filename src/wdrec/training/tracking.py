@@ -21,8 +21,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,32 +31,11 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 import wdrec
-from wdrec.tracking_store import DEFAULT_TRACKING_URI, resolve_tracking_uri
+from wdrec.tracking_store import TrackingUnavailable, check_tracking_uri, resolve_tracking_uri  # noqa: F401 (re-exported)
 
 HOST_TAG, PID_TAG, START_TAG = "wdrec.host", "wdrec.pid", "wdrec.process_start"
 NOTE_TAG = "wdrec.note"
 RESUMED_FROM_TAG, RESUMED_IN_TAG = "wdrec.resumed_from_run", "wdrec.resumed_in_run"
-
-
-class TrackingUnavailable(RuntimeError):
-    """The MLflow tracking store cannot be reached; raised before any training starts."""
-
-
-def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail before training, not after it, when the tracking store cannot be reached."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-                pass
-        except (urllib.error.URLError, OSError) as error:
-            raise TrackingUnavailable(
-                f"MLflow tracking server {uri} is unreachable ({error}). Start it, fix MLFLOW_TRACKING_URI, "
-                f"or unset it to track locally in {DEFAULT_TRACKING_URI}."
-            ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise TrackingUnavailable(f"MLflow tracking URI {uri}: folder {folder} does not exist")
 
 
 def check_logger_config(logger: Any) -> None:
