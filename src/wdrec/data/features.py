@@ -283,6 +283,28 @@ class FeatureSpec:
     def wide_size(self) -> int:
         return self.wide_offsets["<size>"]
 
+    def wide_owner(self, wide_id: int) -> tuple[str, int]:
+        """The feature or cross (by name) whose weights hold ``wide_id``, and the id's index among
+        them: a field's value index (:meth:`value_label`), or a cross's code (:class:`CrossTable`).
+        Id 0 is padding and belongs to none."""
+        if not 0 < wide_id < self.wide_size:
+            raise ValueError(f"wide id {wide_id} is outside [1, {self.wide_size})")
+        name, start = max(((n, s) for n, s in self.wide_offsets.items() if s <= wide_id), key=lambda pair: pair[1])
+        return name, wide_id - start
+
+    def value_label(self, name: str, index: int) -> str:
+        """A field's value index as text: the vocabulary value (history: the item id), a bucket of a
+        bucketised number (``<18``, ``18-25``, ``>=56``), or ``unknown`` for index 0."""
+        fld = self._by_name[name]
+        if index == 0:
+            return "unknown"
+        if fld.kind != "numeric":
+            return self.vocabularies[self._vocabulary_name(fld)][index - 1]
+        if fld.is_dense:
+            raise ValueError(f"feature {name!r} is a standardized number: it has no value indices")
+        cuts = [f"{b:g}" for b in self.numeric_stats[name]]
+        return f"<{cuts[0]}" if index == 1 else f">={cuts[-1]}" if index > len(cuts) else f"{cuts[index - 2]}-{cuts[index - 1]}"
+
     def layout(self) -> dict:
         """Everything the network needs to size itself; plain JSON-able types."""
         layout: dict = {"wide_size": self.wide_size}
