@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, write_json  # noqa: E402
 
 from wdrec.cli import run  # noqa: E402
-from wdrec.training.metrics import TopKRanking  # noqa: E402
+from wdrec.training.baselines import BIAS_STRENGTHS, Biases, errors, ranking_metrics  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
 
@@ -50,16 +50,7 @@ def fit_and_test(config: Path, extra: list[str]) -> tuple[dict[str, float], obje
 # ---------------------------------------------------------------------------- L1O
 def ranking(datamodule, stage: str, score_block) -> dict[str, float]:  # noqa: ANN001
     """Full-ranking metrics with the data module's own masks; ``score_block(users) -> (U, N)``."""
-    metric = TopKRanking(10)
-    loader = datamodule.test_dataloader()[1] if stage == "test" else datamodule.val_dataloader()[1]
-    for batch in loader:
-        users = batch["ranking_user"]
-        relevant = torch.zeros((len(users), datamodule.num_items), dtype=torch.bool)
-        exclude = torch.zeros_like(relevant)
-        relevant[torch.searchsorted(users, batch["relevant_user"]), batch["relevant_item"]] = True
-        exclude[torch.searchsorted(users, batch["exclude_user"]), batch["exclude_item"]] = True
-        metric.update(score_block(users), relevant, exclude)
-    return {f"{k}_10": round(float(v), 4) for k, v in metric.compute().items()}
+    return {name: round(value, 4) for name, value in ranking_metrics(datamodule, stage, score_block).items()}
 
 
 def l1o(extra: list[str]) -> dict[str, dict[str, float]]:
@@ -121,22 +112,15 @@ def rating(extra: list[str]) -> dict[str, dict[str, float]]:
     wdrec, datamodule = fit_and_test(CONFIGS / "movielens100k-rating.yaml", extra)
     rows = datamodule.rows
 
-    def predictor(lam: float):  # noqa: ANN202
-        users, items, y = rows["train"]["user"].numpy(), rows["train"]["item"].numpy(), rows["train"]["label"].numpy()
-        mean, user_bias, item_bias = y.mean(), np.zeros(len(datamodule.users_frame)), np.zeros(datamodule.num_items)
-        for _ in range(10):  # alternating ridge updates of the two bias vectors
-            residual = y - mean - item_bias[items]
-            user_bias = np.bincount(users, residual, len(user_bias)) / (np.bincount(users, minlength=len(user_bias)) + lam)
-            residual = y - mean - user_bias[users]
-            item_bias = np.bincount(items, residual, len(item_bias)) / (np.bincount(items, minlength=len(item_bias)) + lam)
-        return lambda stage: mean + user_bias[rows[stage]["user"].numpy()] + item_bias[rows[stage]["item"].numpy()]
+    train = [rows["train"][key].numpy() for key in ("user", "item", "label")]
+    fits = [Biases.fit(*train, len(datamodule.users_frame), datamodule.num_items, lam) for lam in BIAS_STRENGTHS]
 
-    def errors(predict, stage: str) -> dict[str, float]:  # noqa: ANN001
-        error = predict(stage) - rows[stage]["label"].numpy()
-        return {"rmse": round(float(np.sqrt(np.mean(error**2))), 4), "mae": round(float(np.mean(np.abs(error))), 4)}
+    def scores(fit: Biases, stage: str) -> dict[str, float]:
+        predicted = fit.predict(rows[stage]["user"].numpy(), rows[stage]["item"].numpy())
+        return {name: round(value, 4) for name, value in errors(predicted, rows[stage]["label"].numpy()).items()}
 
-    best = min((predictor(lam) for lam in (1.0, 5.0, 10.0, 25.0)), key=lambda p: errors(p, "val")["rmse"])
-    return {"wdrec": {"rmse": round(wdrec["test_rmse"], 4), "mae": round(wdrec["test_mae"], 4)}, "bias": errors(best, "test")}
+    best = min(fits, key=lambda fit: scores(fit, "val")["rmse"])
+    return {"wdrec": {"rmse": round(wdrec["test_rmse"], 4), "mae": round(wdrec["test_mae"], 4)}, "bias": scores(best, "test")}
 
 
 def main() -> None:

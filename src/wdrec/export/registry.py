@@ -78,16 +78,20 @@ def register(
     mode: Literal["max", "min"] = "max",
     task: str = "implicit",
     client: MlflowClient | None = None,
+    description: str | None = None,
 ) -> Registration:
     """Register ``model_uri`` as a new version of ``name``; move ``champion`` if it is better.
 
     ``task`` is the training target (``implicit``, ``binary``, ``rating``). The alias never moves
     across tasks or selection metrics: a rating model's RMSE says nothing about a ranking model,
-    and serving would silently switch from probabilities to ratings.
+    and serving would silently switch from probabilities to ratings. ``description`` (Markdown,
+    the model card) is shown on the version's page in the MLflow UI.
     """
     client = client or MlflowClient()
     tags = {metric: str(value), TASK_TAG: task, METRIC_TAG: metric}
     version = mlflow.register_model(model_uri, name, tags=tags).version
+    if description:
+        client.update_model_version(name, version, description=description)
     previous = champion_version(client, name)
     refused = None if previous is None else _incomparable(client, previous, task, metric)
     best = None if previous is None or refused else _metric_of(client, previous, metric)
