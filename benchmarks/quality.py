@@ -32,7 +32,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, write_json  # noqa: E402
 
-from wdrec.cli import run  # noqa: E402
+from wdrec.job import run  # noqa: E402
 from wdrec.training.baselines import BIAS_STRENGTHS, Biases, errors, ranking_metrics  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
