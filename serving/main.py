@@ -23,7 +23,7 @@ from serving.loader import ModelLoadError
 from serving.metrics import Metrics
 from serving.middleware import BodyGuard, RequestContext
 from serving.model_store import ModelStore, is_alias
-from serving.routers import admin, health, metrics, model, page, recommendations, users
+from serving.routers import admin, health, items, metrics, model, page, recommendations, users
 
 log = logging.getLogger("wdrec.serving")
 
@@ -106,7 +106,8 @@ def create_app(model_uri: str | None = None, settings: Settings | None = None) -
         settings.state_dir, app.state.store, settings.sync_seconds, settings.reload_timeout
     )  # several workers (wdrec-serve --workers N): they follow one published model
     app.state.metrics = Metrics(app.state.store, app.state.cluster)
-    routers = (health.router, model.router, recommendations.router, users.router, admin.router, metrics.router, page.router)
+    routers = (health.router, model.router, recommendations.router, users.router, items.router, admin.router, metrics.router,
+               page.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
     errors.install(app)

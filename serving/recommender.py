@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from torch import Tensor
 
 from serving.catalogue import Scalar
 from serving.served_model import ServedModel
+from wdrec.export.explain import explain
 
 
 @dataclass
@@ -37,11 +38,13 @@ def recommend(
     user_features: Mapping[str, Any] | None = None,
     exclude_items: Sequence[str] | None = None,
     filters: Mapping[str, Scalar | Sequence[Scalar]] | None = None,
+    explain_terms: int | None = None,
 ) -> Recommendation:
     """Top ``k`` items for ``user_id`` by score, descending; fewer when fewer remain.
 
     Scored: the given ``candidates``, else the retriever's candidates (two-stage), else the
-    whole catalogue.
+    whole catalogue. ``explain_terms``: add each item's ``explanation`` (wdrec/export/explain.py)
+    with this many terms, the deep part split into its baseline and the user's and item's shares.
     """
     rows = None
     if candidates is not None:
@@ -66,11 +69,19 @@ def recommend(
         scores = scores.masked_fill(blocked if rows is None else blocked[rows], -math.inf)
     order = top_k(scores, k)
     picked = order.tolist() if rows is None else rows[order].tolist()
-    values = scores[order].tolist()
+    items = scored_items(model, picked, scores[order].tolist())
+    if explain_terms is not None and picked:
+        explanations = explain(model.reference, user.features, torch.tensor(picked), explain_terms, split_deep=True)
+        for item, explanation in zip(items, explanations, strict=True):
+            item["explanation"] = asdict(explanation)
+    return Recommendation(user_id, items, user.row is None, model.info.version)
+
+
+def scored_items(model: ServedModel, rows: list[int], scores: list[float]) -> list[dict[str, Any]]:
+    """The catalogue ``rows`` as response items: id, score and the catalogue's display fields."""
     catalogue = model.catalogue
     ids = catalogue.ids
-    items = [{"item_id": ids[r], "score": s, **catalogue.fields(r)} for r, s in zip(picked, values, strict=True)]
-    return Recommendation(user_id, items, user.row is None, model.info.version)
+    return [{"item_id": ids[r], "score": s, **catalogue.fields(r)} for r, s in zip(rows, scores, strict=True)]
 
 
 def top_k(scores: Tensor, k: int) -> Tensor:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 MAX_ID_LENGTH = 256
+MAX_EXPLAIN_TERMS = 50
 
 
 def _as_id(value: Any) -> Any:
@@ -70,6 +71,7 @@ class RecommendRequest(_Request):
                 {"user_id": "196", "k": 5, "candidates": ["242", "302", "377", "51"]},
                 {"user_id": "new-user", "k": 10, "user_features": {"age": 25, "gender": "F", "occupation": "writer"}},
                 {"user_id": "196", "k": 10, "filters": {"genres": "Comedy"}, "exclude_items": ["1", "50"]},
+                {"user_id": "196", "k": 3, "explain": True, "explain_terms": 5},
             ]
         },
     )
@@ -85,13 +87,34 @@ class RecommendRequest(_Request):
     filters: dict[str, FilterValue] | None = Field(
         None, max_length=16, description="item column → value (or any of a list): equals, or contains for list columns"
     )
+    explain: bool = Field(False, description="add each item's explanation: its logit split into named contributions")
+    explain_terms: int = Field(5, ge=1, le=MAX_EXPLAIN_TERMS, description="contributions listed per explanation, largest first")
 
 
-class RecommendedItem(BaseModel):
+class Term(BaseModel):
+    name: str = Field(description='what contributes, e.g. "occupation=writer × genres=Drama", "deep: this item\'s features"')
+    value: float = Field(description="its share of the logit")
+    kind: str = Field(description='"wide" (a weight of the linear part) or "deep" (the MLP\'s share)')
+
+
+class Explanation(BaseModel):
+    """``sum(terms[].value) + rest == logit``; see wdrec/export/explain.py for how the deep part is split."""
+
+    logit: float = Field(description="the network's output before its output activation: log-odds (binary), rating (regression)")
+    terms: list[Term] = Field(description="the largest contributions by magnitude, largest first")
+    rest: float = Field(description="what every other contribution adds up to")
+
+
+class CatalogueItem(BaseModel):
     model_config = ConfigDict(extra="allow")  # the bundle's display columns (title, genres, ...)
 
     item_id: str
+    score: float
+
+
+class RecommendedItem(CatalogueItem):
     score: float = Field(description="probability (binary model) or predicted rating (regression)")
+    explanation: Explanation | None = Field(None, description='only when the request asked for it ("explain": true)')
 
 
 class RecommendResponse(BaseModel):
@@ -103,7 +126,18 @@ class RecommendResponse(BaseModel):
                     "items": [{"item_id": "50", "score": 0.93, "title": "Star Wars", "genres": ["Action", "Sci-Fi"]}],
                     "cold_start": False,
                     "model_version": "3",
-                }
+                },
+                {
+                    "user_id": "196",
+                    "items": [{"item_id": "172", "score": 0.81, "title": "Empire Strikes Back, The", "explanation": {
+                        "logit": 1.45,
+                        "terms": [{"name": "history: Star Wars × this item", "value": 0.62, "kind": "wide"},
+                                  {"name": "deep: this item's features", "value": 0.41, "kind": "deep"},
+                                  {"name": "item bias", "value": 0.3, "kind": "wide"}],
+                        "rest": 0.12}}],
+                    "cold_start": False,
+                    "model_version": "3",
+                },
             ]
         }
     )
@@ -111,6 +145,30 @@ class RecommendResponse(BaseModel):
     user_id: str
     items: list[RecommendedItem]
     cold_start: bool
+    model_version: str | None
+
+
+class SimilarItem(CatalogueItem):
+    score: float = Field(description="similarity to the item asked about (the method's own scale; cooccurrence: cosine in [0, 1])")
+
+
+class SimilarResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "50",
+                    "items": [{"item_id": "181", "score": 0.88, "title": "Return of the Jedi", "genres": ["Action", "Sci-Fi"]}],
+                    "method": "cooccurrence",
+                    "model_version": "3",
+                }
+            ]
+        }
+    )
+
+    item_id: str
+    items: list[SimilarItem] = Field(description="most similar first; never the item itself")
+    method: str = Field(description="how similarity is measured (wdrec/export/similar.py)")
     model_version: str | None
 
 

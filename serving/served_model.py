@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ from serving.retrieval import CandidateGenerator
 from wdrec.data.features import SideTensors
 from wdrec.data.schema import USER_ID
 from wdrec.export.scorer import Scorer
+from wdrec.export.similar import SimilarItems
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,11 @@ class ServedModel:
     user_rows: dict[str, int] = field(repr=False)  # known user id -> row of the bundle's users table
     precomputed: PrecomputedScorer | None = field(default=None, repr=False)
     retriever: CandidateGenerator | None = field(default=None, repr=False)  # two-stage: candidates, then ranking
+
+    @cached_property
+    def similar(self) -> SimilarItems:
+        """Similar items (wdrec/export/similar.py), built on first use: most requests never ask."""
+        return SimilarItems(self.reference)
 
     def user(self, user_id: str, features: Mapping[str, Any] | None = None) -> User:
         """A known user (``features`` ignored), else a cold start from ``features``, else a user with

@@ -37,12 +37,13 @@ def _check_ids(field: str, ids: list[str] | None, limit: int) -> None:
         raise RequestError(field, f"at most {limit} ids per request, got {len(ids)}")
 
 
-@router.post("/recommend", response_model=RecommendResponse, responses=BAD_INPUT)
+@router.post("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True, responses=BAD_INPUT)
 async def recommend(body: RecommendRequest, model: ModelDep, settings: SettingsDep, scoring: ScoringDep) -> dict[str, Any]:
     """Top-K items for a user, best first, with the catalogue's display fields.
 
     Unknown users are cold starts: scored from ``user_features`` when given, else as a user
-    with no known feature (``cold_start: true``).
+    with no known feature (``cold_start: true``). ``explain: true`` adds each item's
+    ``explanation``: its logit as named contributions that add up (``terms`` plus ``rest``).
     """
     if body.k > settings.max_k:
         raise RequestError("k", f"must be at most {settings.max_k}, got {body.k}")
@@ -59,6 +60,7 @@ async def recommend(body: RecommendRequest, model: ModelDep, settings: SettingsD
             user_features=body.user_features,
             exclude_items=body.exclude_items,
             filters=body.filters,
+            explain_terms=body.explain_terms if body.explain else None,
         )
     )
     # Validated once, against the response model. Shallow on purpose: asdict() deep-copies every

@@ -39,8 +39,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection]  # fmt: skip
 # What must never appear in an error body (unless the request itself sent it, e.g. a reload path).
 LEAK_MARKERS = ("Traceback", 'File "', "site-packages", str(REPO_ROOT), sys.prefix)
-ROUTES = {"GET /healthz", "GET /readyz", "GET /v1/model", "GET /v1/users", "GET /metrics", "POST /v1/recommend", "POST /v1/score",
-          "POST /admin/reload"}  # fmt: skip
+ROUTES = {"GET /healthz", "GET /readyz", "GET /v1/model", "GET /v1/users", "GET /v1/items/{item_id}/similar", "GET /metrics",
+          "POST /v1/recommend", "POST /v1/score", "POST /admin/reload"}  # fmt: skip
 EXAMPLES = {"POST /v1/recommend": 210, "POST /v1/score": 210, "POST /admin/reload": 75}  # per generation mode (and token)
 MIN_REQUESTS = 1000
 TOKEN = "fuzz-token"

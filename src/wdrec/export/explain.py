@@ -19,7 +19,7 @@ item side ``i`` and ``0`` the blank side::
     deep: this user's features    = ½ [D(u, 0) − D(0, 0)] + ½ [D(u, i) − D(0, i)]
     deep: this item's features    = ½ [D(0, i) − D(0, 0)] + ½ [D(u, i) − D(u, 0)]
 
-which sum to ``D(u, i)`` exactly; a user with no known feature gets 0 for its share.
+which sum to ``D(u, i)`` exactly; a user with no known feature gets 0 for its share (to rounding).
 
 The ``top`` terms largest in magnitude are kept; ``rest`` is what the others add up to, so
 ``sum(term.value) + rest == logit``. ``logit`` is the network's output before its output
