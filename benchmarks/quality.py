@@ -2,16 +2,22 @@
 
 - ``l1o``: leave-one-out, full ranking of every item the user has not interacted with
   (train, and for test also the validation item): HR@10, NDCG@10, Recall@10 on the test
-  item. Baselines: popularity; EASE (Steck, 2019), a strong non-neural item-item model,
-  with its L2 strength chosen on the validation items.
+  item, under each tie rule of ``--tie-breaks`` (``data.tie_break``: which of a user's
+  interactions in the same last second is held out). Baselines on each: popularity; EASE
+  (Steck, 2019), a strong non-neural item-item model, with its L2 strength chosen on the
+  validation items.
 - ``pw``: ratings >= 4 → 1, <= 2 → 0, random 80/10/10 split: test AUC and logloss.
   Baseline: logistic regression over one-hot user and item (scikit-learn), its C chosen
-  on the validation rows.
-- ``rating`` (regression head, when ``configs/movielens100k-rating.yaml`` exists): test
-  RMSE and MAE beside global mean + user and item biases (ridge, λ chosen on validation).
+  on the validation rows from a grid wide enough that neither end is chosen.
+- ``rating``: test RMSE and MAE beside global mean + user and item biases (ridge, λ chosen
+  on validation).
+
+PW and rating run once per split seed of ``--seeds`` (``data.seed`` and ``seed_everything``)
+and report each model's mean and sample standard deviation over them, with every run.
 
 Wide&Deep is trained by the real CLI (``wdrec fit --config ...``), model selection on
-validation as the config says, then ``wdrec test`` on the best checkpoint.
+validation as the config says, then ``wdrec test`` on the best checkpoint. The test split is
+read once per run, for the figure reported.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from wdrec.job import run  # noqa: E402
 from wdrec.training.baselines import BIAS_STRENGTHS, Biases, errors, ranking_metrics  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs"
+LOGREG_C = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # inverse L2 strength, chosen on validation
 
 
 def fit_and_test(config: Path, extra: list[str]) -> tuple[dict[str, float], object]:
@@ -54,6 +61,7 @@ def ranking(datamodule, stage: str, score_block) -> dict[str, float]:  # noqa: A
 
 
 def l1o(extra: list[str]) -> dict[str, dict[str, float]]:
+    """One L1O run: wdrec, popularity and EASE on the same split (``extra`` picks the tie rule)."""
     wdrec, datamodule = fit_and_test(CONFIGS / "movielens100k.yaml", extra)
     # Fitted on train; at test time every model also sees the validation interaction as input.
     train, known = interaction_matrix(datamodule, "train"), interaction_matrix(datamodule, "train", "val")
@@ -97,7 +105,7 @@ def pw(extra: list[str]) -> dict[str, dict[str, float]]:
 
     x = {stage: one_hot(datamodule.rows[stage]) for stage in ("train", "val", "test")}
     y = {stage: datamodule.rows[stage]["label"].numpy() for stage in ("train", "val", "test")}
-    models = [LogisticRegression(C=c, max_iter=2000).fit(x["train"], y["train"]) for c in (0.1, 0.3, 1.0, 3.0)]
+    models = [LogisticRegression(C=c, max_iter=5000).fit(x["train"], y["train"]) for c in LOGREG_C]
     best = max(models, key=lambda m: roc_auc_score(y["val"], m.predict_proba(x["val"])[:, 1]))
     probability = best.predict_proba(x["test"])[:, 1]
     return {
@@ -123,16 +131,32 @@ def rating(extra: list[str]) -> dict[str, dict[str, float]]:
     return {"wdrec": {"rmse": round(wdrec["test_rmse"], 4), "mae": round(wdrec["test_mae"], 4)}, "bias": scores(best, "test")}
 
 
+def spread(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per model and metric, the mean and sample standard deviation over the runs."""
+    return {
+        model: {metric: {"mean": round(float(np.mean(values)), 4), "sd": round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else 0.0}
+                for metric in runs[0][model] if metric not in ("C", "lambda")
+                for values in [[run[model][metric] for run in runs]]}
+        for model in runs[0]
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", required=True, help="where to write the results")
     parser.add_argument("--only", choices=["l1o", "pw", "rating"], action="append", help="run only these sections")
+    parser.add_argument("--tie-breaks", nargs="+", default=["random", "item_id", "log_order"], help="L1O tie rules")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="split seeds of the PW and rating runs")
     parser.add_argument("--fit-args", nargs="*", default=[], help="extra `wdrec fit` overrides for every job")
     args = parser.parse_args()
-    sections = {"l1o": l1o, "pw": pw}
-    if (CONFIGS / "movielens100k-rating.yaml").exists():
-        sections["rating"] = rating
-    results = {name: section(args.fit_args) for name, section in sections.items() if not args.only or name in args.only}
+    wanted = set(args.only or ["l1o", "pw", "rating"])
+    results: dict[str, object] = {}
+    if "l1o" in wanted:
+        results["l1o"] = {rule: l1o([f"--data.tie_break={rule}", *args.fit_args]) for rule in args.tie_breaks}
+    for name, section in (("pw", pw), ("rating", rating)):
+        if name in wanted:
+            runs = [section([f"--data.seed={seed}", f"--seed_everything={seed}", *args.fit_args]) for seed in args.seeds]
+            results[name] = {"seeds": args.seeds, **spread(runs), "runs": runs}
     write_json(args.json, results, sys.argv)
 
 
