@@ -12,8 +12,6 @@ from helpers.random_models import EVERYTHING, ITEMS, TRAIN, USERS, Case, network
 
 from wdrec.data.features import FeatureSpec
 from wdrec.export.bundle import Bundle, read_bundle
-from wdrec.export.pyfunc_model import signature
-from wdrec.export.registry import PIP_REQUIREMENTS, PYFUNC_CODE, WDREC_CODE
 from wdrec.export.scorer import Scorer
 from wdrec.export.similar import CooccurrenceSimilarity, DeepSimilarity, SimilarItems, neighbours
 
@@ -74,12 +72,15 @@ def test_movielens_neighbours_share_genres_far_above_chance(movielens) -> None: 
     assert "Return of the Jedi" in star_wars and "Empire Strikes Back, The" in star_wars, star_wars
 
 
-def test_the_pyfunc_model_lists_similar_items(trained_run, movielens) -> None:  # noqa: ANN001
-    """Logged as the registry logs it (code, bundle artifact, pinned requirements), with :func:`signature`."""
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE), artifacts={"bundle": str(trained_run.bundle)},
-                                       code_paths=[str(WDREC_CODE)], signature=signature(), pip_requirements=PIP_REQUIREMENTS)  # fmt: skip
-    model = mlflow.pyfunc.load_model(info.model_uri)
+def test_the_registered_model_lists_similar_items(trained_run, movielens) -> None:  # noqa: ANN001
+    """The champion as `wdrec fit` registered it: its signature declares ``similar_k`` (MLflow drops
+    parameters a signature does not declare) and does not require ``user_id``."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(trained_run.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/wdrec@champion")
+    finally:
+        mlflow.set_tracking_uri(previous)
     out = model.predict(pd.DataFrame({"item_id": ["50", "1"]}), params={"similar_k": 4})
     assert list(out.columns) == ["item_id", "similar_item_id", "score", "rank"]
     assert out["item_id"].tolist() == ["50"] * 4 + ["1"] * 4 and out["rank"].tolist() == [1, 2, 3, 4] * 2

@@ -16,11 +16,11 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, infer_signature
+from mlflow.models import Model
 
 import wdrec
 from wdrec.export.bundle import read_bundle
-from wdrec.export.scorer import Scorer
+from wdrec.export.pyfunc_model import signature
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # wdrec is on no package index: the package travels with the model as its code (``code/wdrec``),
@@ -51,19 +51,17 @@ class Registration:
 def log_pyfunc_model(bundle_dir: Path, run_id: str, name: str = "model") -> str:
     """Log the bundle as a pyfunc model of run ``run_id``; returns its model URI."""
     bundle = read_bundle(bundle_dir)
-    scorer = Scorer(bundle)
     example = pd.DataFrame(
         {"user_id": bundle.users["user_id"].astype(str).head(2).tolist() or ["1"],
          "item_id": bundle.items["item_id"].astype(str).head(2).tolist()}
     )  # fmt: skip
-    signature = infer_signature(example, scorer.score_pairs(example["user_id"].tolist(), example["item_id"].tolist()))
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_CODE),
             artifacts={"bundle": str(bundle_dir)},
             code_paths=[str(WDREC_CODE)],
-            signature=signature,
+            signature=signature(),  # declares similar_k: MLflow drops undeclared parameters
             input_example=example,
             pip_requirements=PIP_REQUIREMENTS,
         )
