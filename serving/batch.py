@@ -22,8 +22,10 @@ are ignored.
 
 Output, chosen by the extension (``.parquet`` or ``.csv``): ``user_id``, ``item_id`` (the
 original ids, as text), ``rank`` (1..K), ``score``; K rows per user (fewer when fewer items
-remain). It is written to a temporary file beside the output and renamed into place at the
-end. ``predict`` writes ``user_id``, ``item_id`` and ``score`` for each (user, item) pair of
+remain); with ``--explain``, ``explanation`` too: the item's logit split into its largest
+named terms plus the rest, as ``"explain": true`` gives over HTTP (``wdrec.export.explain``; a
+struct ``{logit, terms: [{name, value, kind}], rest}`` in Parquet, its JSON text in CSV). It is
+written to a temporary file beside the output and renamed into place at the end. ``predict`` writes ``user_id``, ``item_id`` and ``score`` for each (user, item) pair of
 its input, in order (``Scorer.score_pairs``: the network's forward; unknown users score as
 users with no known feature; an unknown item is an error).
 
@@ -35,6 +37,7 @@ exit status 2, before the model is loaded where it can be, and leaves no output 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -60,6 +63,7 @@ from serving.served_model import ServedModel
 from wdrec.data.features import SideTensors
 from wdrec.data.io import atomic_write
 from wdrec.data.schema import ITEM_ID, USER_ID, DataError
+from wdrec.export.explain import Explanation, explain
 from wdrec.export.scorer import UnknownItemsError
 
 BLOCK_SCORES = 4_000_000  # (users × items) scores per block by default: ~16 MB per copy, on any catalogue
@@ -68,6 +72,8 @@ PAIRS_PER_CHUNK = 1 << 20  # wdrec predict: pairs scored per step
 ROWS_PER_GROUP = 1 << 17  # output rows buffered per Parquet row group / CSV write
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 RECOMMENDATIONS = pa.schema([(USER_ID, pa.string()), (ITEM_ID, pa.string()), ("rank", pa.int32()), ("score", pa.float32())])
+TERM = pa.struct([("name", pa.string()), ("value", pa.float64()), ("kind", pa.string())])
+EXPLANATION = pa.struct([("logit", pa.float64()), ("terms", pa.list_(TERM)), ("rest", pa.float64())])  # JSON text in CSV
 SCORES = pa.schema([(USER_ID, pa.string()), (ITEM_ID, pa.string()), ("score", pa.float32())])
 
 
@@ -124,6 +130,15 @@ def users_of(model: ServedModel, frame: pd.DataFrame | None, origin: str = "user
 
 
 # ---------------------------------------------------------------------------- ranking
+@dataclass
+class Pick:
+    """One user's top K: catalogue rows and scores, best first, and their explanations when asked."""
+
+    rows: Tensor
+    scores: Tensor
+    explanations: list[Explanation] | None = None
+
+
 def top_k_rows(scores: Tensor, k: int) -> list[tuple[Tensor, Tensor]]:
     """``serving.recommender.top_k`` of each row of ``scores`` (B, N): (positions, scores) per row,
     best first, equal scores in position order, only finite scores.
@@ -160,17 +175,22 @@ class BatchRecommender:
         k: items per user.
         exclude_seen: leave out the items each user interacted with (and a cold start's history).
         batch_users: users per block; default: as many as keep (users × items) near ``BLOCK_SCORES``.
+        explain_terms: add each item's explanation with this many terms (``wdrec.export.explain``, the
+            deep part split as the HTTP API splits it); None: no explanations.
     """
 
-    def __init__(self, model: ServedModel, k: int, exclude_seen: bool = True, batch_users: int | None = None) -> None:
-        self.model, self.k, self.exclude_seen = model, k, exclude_seen
+    def __init__(
+        self, model: ServedModel, k: int, exclude_seen: bool = True, batch_users: int | None = None, explain_terms: int | None = None
+    ) -> None:
+        self.model, self.k, self.exclude_seen, self.explain_terms = model, k, exclude_seen, explain_terms
         self.spec = model.reference.spec
         self.batch_users = batch_users or max(1, min(MAX_BLOCK_USERS, BLOCK_SCORES // max(1, model.catalogue.size)))
         self.item_ids = np.asarray(model.catalogue.ids, dtype=object)
-        self._blank: tuple[Tensor, Tensor] | None = None  # a user with no known feature: the same for all
+        self.schema = RECOMMENDATIONS if explain_terms is None else RECOMMENDATIONS.append(pa.field("explanation", EXPLANATION))
+        self._blank: Pick | None = None  # a user with no known feature: the same for all
 
     def batches(self, users: Users, progress: Callable[[int], object] = lambda n: None) -> Iterator[pa.RecordBatch]:
-        """The recommendations of ``users`` in order, one record batch per block (schema ``RECOMMENDATIONS``);
+        """The recommendations of ``users`` in order, one record batch per block (``self.schema``);
         ``progress(n)`` after each block of ``n`` users."""
         for start in range(0, len(users.ids), self.batch_users):
             ids = users.ids[start : start + self.batch_users]
@@ -182,7 +202,7 @@ class BatchRecommender:
         """One block's recommendations: ``ids`` and, for those the model does not know, ``features``
         (one row per id, read from ``origin``)."""
         model, found = self.model, [self.model.user_rows.get(u) for u in ids]
-        picks: list[tuple[Tensor, Tensor] | None] = [None] * len(ids)
+        picks: list[Pick | None] = [None] * len(ids)
         known = [i for i, row in enumerate(found) if row is not None]
         if known:
             rows = torch.tensor([found[i] for i in known])
@@ -201,7 +221,7 @@ class BatchRecommender:
             self._place(picks, blank, [self._blank] * len(blank))
         return self._records(ids, picks)
 
-    def _ranked(self, users: SideTensors, rows: Tensor | None, seen: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    def _ranked(self, users: SideTensors, rows: Tensor | None, seen: list[Tensor]) -> list[Pick]:
         """The top K of a block of users (``rows``: their rows in the users table, when known)."""
         skip = None
         if self.exclude_seen and any(len(s) for s in seen):
@@ -215,7 +235,12 @@ class BatchRecommender:
             scores = torch.stack([self.model.reference.score_user(users.take(torch.tensor([i]))) for i in range(len(users))])
         if skip is not None:
             scores = scores.masked_fill(skip, -math.inf)
-        return top_k_rows(scores, self.k)
+        picks = [Pick(positions, values) for positions, values in top_k_rows(scores, self.k)]
+        if self.explain_terms is not None:
+            for i, pick in enumerate(picks):
+                user = users.take(torch.tensor([i]))
+                pick.explanations = explain(self.model.reference, user, pick.rows, self.explain_terms, split_deep=True)
+        return picks
 
     def _encode(self, features: pd.DataFrame, origin: str) -> tuple[SideTensors, list[Tensor]]:
         """Cold starts from a file's feature columns, and the catalogue rows of their histories (seen)."""
@@ -231,18 +256,25 @@ class BatchRecommender:
         return users, seen
 
     @staticmethod
-    def _place(picks: list, positions: list[int], ranked: list[tuple[Tensor, Tensor]]) -> None:
+    def _place(picks: list[Pick | None], positions: list[int], ranked: list[Pick]) -> None:
         for position, pick in zip(positions, ranked, strict=True):
             picks[position] = pick
 
-    def _records(self, ids: list[str], picks: list[tuple[Tensor, Tensor]]) -> pa.RecordBatch:
-        counts = [len(rows) for rows, _ in picks]
-        rows = torch.cat([rows for rows, _ in picks]).numpy() if picks else np.zeros(0, dtype=np.int64)
-        scores = torch.cat([values for _, values in picks]).float().numpy() if picks else np.zeros(0, dtype=np.float32)
+    def _records(self, ids: list[str], picks: list[Pick]) -> pa.RecordBatch:
+        counts = [len(pick.rows) for pick in picks]
+        rows = torch.cat([pick.rows for pick in picks]).numpy() if picks else np.zeros(0, dtype=np.int64)
+        scores = torch.cat([pick.scores for pick in picks]).float().numpy() if picks else np.zeros(0, dtype=np.float32)
         ranks = np.concatenate([np.arange(1, c + 1, dtype=np.int32) for c in counts]) if picks else np.zeros(0, dtype=np.int32)
         columns = [pa.array(np.repeat(np.asarray(ids, dtype=object), counts), pa.string()),
                    pa.array(self.item_ids[rows], pa.string()), pa.array(ranks), pa.array(scores)]  # fmt: skip
-        return pa.RecordBatch.from_arrays(columns, schema=RECOMMENDATIONS)
+        if self.explain_terms is not None:
+            columns.append(pa.array([_explanation(e) for pick in picks for e in pick.explanations or []], EXPLANATION))
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+
+def _explanation(explanation: Explanation) -> dict:
+    return {"logit": explanation.logit, "rest": explanation.rest,
+            "terms": [{"name": t.name, "value": t.value, "kind": t.kind} for t in explanation.terms]}  # fmt: skip
 
 
 def _listed(value: object) -> bool:
@@ -278,6 +310,10 @@ def write_batches(path: Path, kind: str, schema: pa.Schema, batches: Iterable[pa
     """Write the batches to ``path`` whole or not at all (a temporary file renamed into place);
     returns the rows written. Small batches are gathered into groups of ``ROWS_PER_GROUP`` rows."""
     written = 0
+    if kind == "csv":  # CSV has no nested values: a struct column (the explanations) is written as JSON text
+        nested = [i for i, f in enumerate(schema) if pa.types.is_struct(f.type)]
+        schema = pa.schema([pa.field(f.name, pa.string()) if i in nested else f for i, f in enumerate(schema)])
+        batches = (_as_json(batch, nested, schema) for batch in batches)
 
     def write(tmp: Path) -> None:
         nonlocal written
@@ -296,6 +332,11 @@ def write_batches(path: Path, kind: str, schema: pa.Schema, batches: Iterable[pa
 
     atomic_write(path, write)
     return written
+
+
+def _as_json(batch: pa.RecordBatch, columns: list[int], schema: pa.Schema) -> pa.RecordBatch:
+    arrays = [pa.array([json.dumps(v) for v in a.to_pylist()], pa.string()) if i in columns else a for i, a in enumerate(batch.columns)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -335,15 +376,17 @@ def recommend(argv: list[str]) -> int:
                         help="leave out the items each user interacted with, as the HTTP API does (default)")  # fmt: skip
     parser.add_argument("--include-seen", dest="exclude_seen", action="store_false", help="keep them")
     parser.add_argument("--batch-users", type=_positive, help=f"users scored together (default: about {BLOCK_SCORES:,} scores per block)")
+    parser.add_argument("--explain", action="store_true", help="add each item's explanation (its logit split into named terms)")
+    parser.add_argument("--explain-terms", type=_positive, default=5, help="terms per explanation, largest first (default 5)")
     args = parser.parse_args(argv)
     kind = check_output(args.output)
     frame = None if args.users == "all" else read_table(Path(args.users), [USER_ID])  # read before the model loads
     start = time.perf_counter()
     model = _load(args.model, args.tracking_uri)
     users = users_of(model, frame, args.users)
-    batch = BatchRecommender(model, args.k, args.exclude_seen, args.batch_users)
+    batch = BatchRecommender(model, args.k, args.exclude_seen, args.batch_users, args.explain_terms if args.explain else None)
     with tqdm(total=len(users.ids), unit="user", desc="recommend", file=sys.stderr, disable=not args.progress) as bar:
-        rows = write_batches(args.output, kind, RECOMMENDATIONS, batch.batches(users, bar.update))
+        rows = write_batches(args.output, kind, batch.schema, batch.batches(users, bar.update))
     seconds = time.perf_counter() - start
     print(f"{rows:,} recommendations for {len(users.ids):,} users written to {args.output} in {seconds:.1f} s "
           f"(model loaded and catalogue precomputed included)")  # fmt: skip

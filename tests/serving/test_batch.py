@@ -4,6 +4,8 @@ starts from a users file, and bad input refused in one line without leaving a fi
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from serving.loader import load_model
 from serving.precomputed import Limits, PrecomputedScorer
 from serving.recommender import recommend, top_k
 from serving.served_model import ServedModel
+from wdrec.export.explain import explain
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,6 +94,32 @@ def test_recommend_users_file_to_csv(model: ServedModel, bundle: Path, tmp_path:
     for user in ("196", "7", "42"):
         assert_same(got[user], http_path(model, user, 7, False))
     assert got["196"] != http_path(model, "196", 7)  # seen items were kept: they change the list
+
+
+def test_recommend_with_explanations(model: ServedModel, bundle: Path, tmp_path: Path) -> None:
+    """``--explain``: each item's terms, as ``explain`` gives them for the user (deep part split, as
+    over HTTP); they add up to the logit, whose sigmoid is the score. Parquet: a struct; CSV: its JSON."""
+    pd.DataFrame({"user_id": ["196", "new-1", "nobody"], "age": ["", "31", ""]}).to_csv(tmp_path / "users.csv", index=False)
+    for output in ("recs.parquet", "recs.csv"):
+        argv = ["recommend", "--model", str(bundle), "--users", "users.csv", "--k", "3", "--explain", "--explain-terms", "4",
+                "--output", output]  # fmt: skip
+        code, _, err = run(argv, tmp_path)
+        assert code == 0, err
+    rows = pq.read_table(tmp_path / "recs.parquet").to_pylist()
+    assert len(rows) == 9 and all(len(row["explanation"]["terms"]) == 4 for row in rows)
+    csv = pd.read_csv(tmp_path / "recs.csv", dtype={"user_id": str, "item_id": str})
+    assert [json.loads(text) for text in csv["explanation"]] == [row["explanation"] for row in rows]
+    users = {"196": model.user("196"), "new-1": model.user("new-1", {"age": 31}), "nobody": model.user("nobody")}
+    for user, group in itertools.groupby(rows, key=lambda row: row["user_id"]):
+        group = list(group)
+        items = model.catalogue.rows([row["item_id"] for row in group], "item_id")
+        expected = explain(model.reference, users[user].features, items, 4, split_deep=True)
+        for row, explanation in zip(group, expected, strict=True):
+            got = row["explanation"]
+            assert got == {"logit": explanation.logit, "rest": explanation.rest,
+                           "terms": [{"name": t.name, "value": t.value, "kind": t.kind} for t in explanation.terms]}  # fmt: skip
+            assert math.fsum(t["value"] for t in got["terms"]) + got["rest"] == pytest.approx(got["logit"], abs=1e-9)
+            assert 1 / (1 + math.exp(-got["logit"])) == pytest.approx(row["score"], abs=1e-5)
 
 
 def test_score_users_equals_score_per_user(model: ServedModel) -> None:
