@@ -133,6 +133,23 @@ def synthetic_fit(workdir: Path, n_items: int, reuse: bool = False) -> Path:
     )  # fmt: skip
 
 
+def model_arguments(parser: argparse.ArgumentParser, workdir_help: str, reuse_help: str) -> None:
+    """``--workdir`` and ``--reuse-models``: where the fits go, and whether an earlier run's are used again."""
+    parser.add_argument("--workdir", type=Path, help=f"{workdir_help} (default: a temporary directory)")
+    parser.add_argument("--reuse-models", action="store_true", help=f"with --workdir: {reuse_help}")
+
+
+def model_workdir(parser: argparse.ArgumentParser, args: argparse.Namespace, stack: contextlib.ExitStack, prefix: str) -> Path:
+    """``--workdir`` (made if missing), else a temporary directory removed when ``stack`` closes."""
+    if args.reuse_models and not args.workdir:
+        parser.error("--reuse-models needs --workdir")
+    if args.workdir is None:
+        return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
 def bundle_ids(bundle: Path) -> tuple[list[str], list[str]]:
     """Known user ids and the catalogue's item ids (in catalogue order), read from the bundle's tables."""
     users = pq.read_table(bundle / "users.parquet", columns=["user_id"]).column(0).cast("string").to_pylist()
@@ -527,11 +544,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the sequence of users")
     parser.add_argument("--request-timeout", type=float, default=120.0, help="one request's limit; past it, an error")
     parser.add_argument("--ready-timeout", type=float, default=900.0, help="a server's limit to load and answer")
-    parser.add_argument("--workdir", type=Path, help="keep models, stores and server logs here (default: a temporary directory)")
-    parser.add_argument("--reuse-models", action="store_true", help="with --workdir: serve the models a previous run trained there")
+    model_arguments(parser, "keep models, stores and server logs here", "serve the models a previous run trained there")
     args = parser.parse_args()
-    if args.reuse_models and not args.workdir:
-        parser.error("--reuse-models needs --workdir")
     if 1 not in args.concurrency:
         parser.error("--concurrency must include 1 (the c1 results and ratio_vs_mlflow)")
 
@@ -539,11 +553,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     began = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        if args.workdir:
-            workdir = args.workdir.resolve()
-            workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="serve_latency-")))
+        workdir = model_workdir(parser, args, stack, "serve_latency-")
         tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # wdrec fit in this process, and the servers
         env = server_env(tracking_uri)
