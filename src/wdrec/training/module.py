@@ -72,11 +72,12 @@ class WideDeepModule(L.LightningModule):
         super().__init__()
         if layout is None:
             raise ValueError("WideDeepModule needs `layout` (the CLI links it from data.layout)")
-        architecture = architecture or Architecture()
-        self.save_hyperparameters(ignore=["wide_optimizer", "deep_optimizer", "scheduler", "architecture"])
-        # As plain values: checkpoints are read with weights_only=True, which refuses a dataclass.
-        self.hparams["architecture"] = asdict(architecture)
-        self.net = WideDeep(WideDeepConfig.from_layout(layout, architecture, task=task, output_bias=output_bias))
+        network = architecture or Architecture()
+        # save_hyperparameters reads the arguments' local variables: the architecture as plain values,
+        # so MLflow logs architecture/hidden, ... and checkpoints load with weights_only=True.
+        architecture = asdict(network)  # noqa: F841
+        self.save_hyperparameters(ignore=["wide_optimizer", "deep_optimizer", "scheduler"])
+        self.net = WideDeep(WideDeepConfig.from_layout(layout, network, task=task, output_bias=output_bias))
         self.wide_optimizer, self.deep_optimizer, self.scheduler = wide_optimizer, deep_optimizer, scheduler
         self.penalties = {"wide": (wide_l1, wide_l2), "deep": (deep_l1, deep_l2)}
         self.regression_loss = regression_loss
