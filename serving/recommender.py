@@ -101,8 +101,13 @@ def top_k(scores: Tensor, k: int) -> Tensor:
 def score(
     model: ServedModel, user_id: str, item_ids: Sequence[str], user_features: Mapping[str, Any] | None = None
 ) -> tuple[list[float], bool]:
-    """Scores for ``item_ids`` in request order, and whether the user was a cold start."""
+    """Scores for ``item_ids`` in request order, and whether the user was a cold start.
+
+    Each item is scored once: a repeated id gets the very same score (scored twice, its two
+    rows may round differently in a batched matrix product, measured 1e-8 apart)."""
     rows = model.catalogue.rows(item_ids, "item_ids")
     user = model.user(user_id, user_features)
-    values = model.score(user, rows) if len(rows) else torch.zeros(0)
-    return values.tolist(), user.row is None
+    if not len(rows):
+        return [], user.row is None
+    distinct, position = torch.unique(rows, return_inverse=True)
+    return model.score(user, distinct)[position].tolist(), user.row is None
