@@ -191,6 +191,13 @@ class ScoreResponse(BaseModel):
     cold_start: bool
 
 
+class UsersResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"users": ["19", "190", "191"], "total": 11}]})
+
+    users: list[str] = Field(description="matching known user ids, shortest first, then in text order")
+    total: int = Field(description="how many known users match (``users`` holds at most ``limit`` of them)")
+
+
 class ModelResponse(BaseModel):
     name: str
     version: str | None

@@ -13,21 +13,13 @@ from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
 
 from serving.deps import ModelDep
-from serving.schemas import MAX_ID_LENGTH, ErrorResponse
+from serving.schemas import MAX_ID_LENGTH, ErrorResponse, UsersResponse
 from serving.served_model import ServedModel
 
 router = APIRouter(prefix="/v1", tags=["users"])
 MAX_LIMIT = 100
-
-
-class UsersResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"users": ["19", "190", "191"], "total": 11}]})
-
-    users: list[str] = Field(description="matching known user ids, shortest first, then in text order")
-    total: int = Field(description="how many known users match (``users`` holds at most ``limit`` of them)")
 
 
 class UserIndex:
