@@ -132,14 +132,15 @@ def test_api_errors_are_shown_to_the_user(tab: Tab, page_server: Server, screens
     tab.page.get_by_label("User id").fill(too_long)  # the search as you type: GET /v1/users?prefix=... (422)
     assert "query.prefix: String should have at most 256 characters" in tab.error_text()
     tab.page.get_by_role("button", name="Recommend", exact=True).click()  # POST /v1/recommend (422)
-    tab.page.wait_for_function("document.querySelector('#error').innerText.includes('user_id')")
+    # A locator, not wait_for_function: its string predicate is an eval, which the page's CSP refuses.
+    tab.page.locator("#error", has_text="user_id").wait_for(timeout=TIMEOUT_MS)
     text = tab.error_text()
     assert "Recommending failed (HTTP 422)" in text and re.search(r"user_id: .*at most 256", text), text
     screenshot(tab.page, "demo_page_error")
 
     tab.page.get_by_label("age").fill("abc")  # a cold start with a bad feature: the API's own message
     tab.page.get_by_role("button", name="Recommend for a new user").click()
-    tab.page.wait_for_function("document.querySelector('#error').innerText.includes('user_features.age')")
+    tab.page.locator("#error", has_text="user_features.age").wait_for(timeout=TIMEOUT_MS)
     assert "user_features.age: numeric feature 'age' expects numbers" in tab.error_text()
     assert tab.page.locator("#results > li.item").count() == 0
 
