@@ -1,0 +1,170 @@
+"""Wide&Deep peers on the same PW split, machine, batch and epochs: wdrec and DeepCTR-Torch's WDL,
+test AUC and wall time side by side.
+
+The split is ``configs/movielens100k-ctr.yaml``'s (ratings >= 4 → 1, <= 2 → 0, random
+80/10/10, ``data.seed`` 42), written once to Parquet with the raw feature columns (user id,
+age, gender, occupation; item id, genres, release year). Every model trains on its train rows
+for the same epochs at the same batch size, keeps the epoch with the best validation AUC, and is
+scored once on the test rows. Each runs as a fresh process and is timed end to end, from
+process start (imports, reading the data, encoding it) to the test AUC.
+
+The peers run in a venv of their own (``--venv``, created on first use: the CPU torch of this
+machine, then each peer with pip), never in the project's. A peer that does not install there
+is reported with the reason. pytorch-widedeep is not run: beside torch its install resolves 82
+packages (torchvision, spacy, transformers, opencv-contrib, gensim; pip's dry run, 2026-12-02).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO_ROOT, write_json  # noqa: E402
+
+CONFIG = REPO_ROOT / "configs" / "movielens100k-ctr.yaml"
+AGE_BOUNDARIES = [18, 25, 35, 45, 50, 56]  # as configs/features/movielens100k.yaml buckets age
+PEERS = {"deepctr": ["deepctr-torch", "requests"]}  # the peer, and what pip installs for it (it imports requests undeclared)
+
+
+def write_split(folder: Path) -> dict[str, int]:
+    """The PW job's train/val/test rows with raw features, as Parquet in ``folder``."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from wdrec.job import run
+
+    cli = run(["--config", str(CONFIG), "--trainer.logger=false", "--registry.enabled=false"], subcommand=False)
+    datamodule = cli.datamodule
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    users = datamodule.users_frame[["user_id", "age", "gender", "occupation"]]
+    items = datamodule.items_frame[["item_id", "genres", "release_year"]]
+    sizes = {}
+    for stage, rows in datamodule.rows.items():
+        frame = pd.concat([users.iloc[rows["user"].numpy()].reset_index(drop=True),
+                           items.iloc[rows["item"].numpy()].reset_index(drop=True)], axis=1)  # fmt: skip
+        frame["label"] = rows["label"].numpy()
+        table = pa.Table.from_pandas(frame, preserve_index=False)  # without pandas' metadata: plain types for any reader
+        pq.write_table(table.replace_schema_metadata(None), folder / f"{stage}.parquet")
+        sizes[stage] = len(frame)
+    return sizes
+
+
+def timed(command: list[str], cwd: Path) -> dict:
+    """Run ``command`` (which prints one JSON line last) and add its wall time."""
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1], "wall_s": round(seconds, 1)}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "wall_s": round(seconds, 1)}
+
+
+WDREC_CHILD = """
+import json, sys
+from wdrec.job import run
+cli = run(["fit", "--config", sys.argv[1], "--registry.enabled=false", "--trainer.enable_progress_bar=false",
+           "--trainer.enable_model_summary=false", f"--trainer.max_epochs={sys.argv[2]}", f"--data.batch_size={sys.argv[3]}"])
+result = cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
+print(json.dumps({"test_auc": result["test_auc"], "epochs": cli.trainer.current_epoch}))
+"""
+
+
+def peer_child(data: Path, epochs: int, batch: int) -> None:
+    """Run in the peers' venv: DeepCTR-Torch's WDL on the Parquet split; prints one JSON line."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    torch.set_num_threads(torch.get_num_threads())
+    frames = {stage: pd.read_parquet(data / f"{stage}.parquet") for stage in ("train", "val", "test")}
+    train = frames["train"]
+    categorical = ["user_id", "item_id", "gender", "occupation", "age"]
+    for frame in frames.values():
+        frame["age"] = np.digitize(frame["age"], AGE_BOUNDARIES).astype(str)
+        frame["year"] = (frame["release_year"].fillna(train["release_year"].mean()) - train["release_year"].mean()) / train["release_year"].std()
+    vocab = {c: {v: i + 1 for i, v in enumerate(sorted(train[c].astype(str).unique()))} for c in categorical}  # 0: unseen
+    genres = {g: i + 1 for i, g in enumerate(sorted({g for row in train["genres"] for g in row}))}
+    max_genres = max(len(row) for frame in frames.values() for row in frame["genres"])
+
+    def inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        x = {c: frame[c].astype(str).map(vocab[c]).fillna(0).astype("int64").to_numpy() for c in categorical}
+        bags = np.zeros((len(frame), max_genres), dtype="int64")
+        for row, values in enumerate(frame["genres"]):
+            codes = [genres.get(g, 0) for g in values]
+            bags[row, : len(codes)] = codes
+        x["genres"], x["year"] = bags, frame["year"].to_numpy("float32")
+        return x
+
+    x = {stage: inputs(frame) for stage, frame in frames.items()}
+    y = {stage: frame["label"].to_numpy("float32") for stage, frame in frames.items()}
+    from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
+    from deepctr_torch.models import WDL
+
+    columns = [SparseFeat(c, len(vocab[c]) + 1, embedding_dim=16) for c in categorical]
+    columns += [VarLenSparseFeat(SparseFeat("genres", len(genres) + 1, embedding_dim=16), max_genres, combiner="mean"),
+                DenseFeat("year", 1)]  # fmt: skip
+    torch.manual_seed(0)
+    model = WDL(columns, columns, dnn_hidden_units=(256, 128, 64), dnn_dropout=0.3, task="binary", device="cpu")
+    model.compile("adam", "binary_crossentropy")
+    best, state = -1.0, None
+    for _ in range(epochs):
+        model.fit(x["train"], y["train"], batch_size=batch, epochs=1, verbose=0)
+        auc = roc_auc_score(y["val"], model.predict(x["val"], 65536))
+        if auc > best:
+            best, state = auc, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    print(json.dumps({"test_auc": roc_auc_score(y["test"], model.predict(x["test"], 65536)), "best_val_auc": best}))
+
+
+def peer_venv(venv: Path, packages: list[str]) -> str | None:
+    """Install ``packages`` into the peers' venv beside the CPU torch; the reason if that fails."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "pandas", "pyarrow", "scikit-learn"], check=True)
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", *packages], capture_output=True, text=True)
+    if done.returncode != 0:
+        return " ".join(done.stderr.strip().splitlines()[-3:])
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="where to write the results")
+    parser.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "wdrec" / "peers-venv")
+    parser.add_argument("--epochs", type=int, default=8, help="the PW job's max_epochs")
+    parser.add_argument("--batch", type=int, default=512, help="the PW job's batch size")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        peer_child(args.data, args.epochs, args.batch)
+        return
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        rows = write_split(folder)
+        results["wdrec"] = timed([sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(args.batch)], folder)
+        for name, packages in PEERS.items():
+            problem = peer_venv(args.venv, packages)
+            if problem:
+                results[name] = {"error": f"pip install {' '.join(packages)} beside torch 2.13.0 (CPU) failed: {problem}"}
+                continue
+            command = [str(args.venv / "bin" / "python"), __file__, "--child", "--data", str(folder),
+                       "--epochs", str(args.epochs), "--batch", str(args.batch)]  # fmt: skip
+            results[name] = timed(command, folder)
+    print(json.dumps(results, indent=2))
+    write_json(args.json or "benchmarks/results/peers.json", {"rows": rows, "epochs": args.epochs, "batch": args.batch, **results}, sys.argv)
+
+
+if __name__ == "__main__":
+    main()
