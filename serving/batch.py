@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ from serving.recommender import top_k
 from serving.served_model import ServedModel
 from wdrec.data.features import SideTensors
 from wdrec.data.io import atomic_write
-from wdrec.data.schema import ITEM_ID, USER_ID, DataError
+from wdrec.data.schema import ITEM_ID, USER_ID, DataError, split_strings
 from wdrec.export.explain import Explanation, explain
 from wdrec.export.scorer import UnknownItemsError
 
@@ -124,8 +124,8 @@ def users_of(model: ServedModel, frame: pd.DataFrame | None, origin: str = "user
         return Users(frame[USER_ID].tolist(), None, origin)
     features = frame[list(dict.fromkeys(f.column for f in fields))].reset_index(drop=True)  # a column may feed two fields
     for column in {f.column for f in fields if f.is_bag}:
-        if not isinstance(features[column].dtype, pd.ArrowDtype):  # text is split on "|"
-            features[column] = features[column].map(lambda v: v.split("|") if isinstance(v, str) else v if _listed(v) else [])
+        if not isinstance(features[column].dtype, pd.ArrowDtype):  # text (CSV) is split on "|"; Parquet lists stay
+            features[column] = split_strings(features[column], "|")
     return Users(frame[USER_ID].tolist(), features, origin)
 
 
@@ -268,13 +268,8 @@ class BatchRecommender:
         columns = [pa.array(np.repeat(np.asarray(ids, dtype=object), counts), pa.string()),
                    pa.array(self.item_ids[rows], pa.string()), pa.array(ranks), pa.array(scores)]  # fmt: skip
         if self.explain_terms is not None:
-            columns.append(pa.array([_explanation(e) for pick in picks for e in pick.explanations or []], EXPLANATION))
+            columns.append(pa.array([asdict(e) for pick in picks for e in pick.explanations or []], EXPLANATION))
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
-
-
-def _explanation(explanation: Explanation) -> dict:
-    return {"logit": explanation.logit, "rest": explanation.rest,
-            "terms": [{"name": t.name, "value": t.value, "kind": t.kind} for t in explanation.terms]}  # fmt: skip
 
 
 def _listed(value: object) -> bool:
