@@ -14,14 +14,10 @@ from lightning.pytorch.cli import LightningArgumentParser
 from wdrec.data.schema import DataError
 from wdrec.data.sources.base import SourceUnavailable
 from wdrec.export.callback import RegisterModel
+from wdrec.tracking_store import TrackingUnavailable
 from wdrec.training.cli import ConfigFileError, WideDeepCLI, quiet_known_warnings
 from wdrec.training.module import WideDeepModule
-from wdrec.training.tracking import (
-    LogConfigToMLflow,
-    MLflowTracking,
-    TrackingUnavailable,
-    check_logger_config,
-)
+from wdrec.training.tracking import LogConfigToMLflow, MLflowTracking, check_logger_config
 
 
 class ConfigError(ValueError):

@@ -6,8 +6,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from wdrec.tracking_store import DEFAULT_TRACKING_URI, resolve_tracking_uri
-from wdrec.training.tracking import check_tracking_uri
+from wdrec.tracking_store import DEFAULT_TRACKING_URI, check_tracking_uri, resolve_tracking_uri
 
 CONTRACT_METRICS = ("train_loss", "val_loss", "val_auc", "val_logloss", "val_hr_10", "val_ndcg_10", "val_recall_10")
 

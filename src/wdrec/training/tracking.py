@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 import wdrec
-from wdrec.tracking_store import TrackingUnavailable, check_tracking_uri, resolve_tracking_uri  # noqa: F401 (re-exported)
+from wdrec.tracking_store import check_tracking_uri, resolve_tracking_uri
 
 HOST_TAG, PID_TAG, START_TAG = "wdrec.host", "wdrec.pid", "wdrec.process_start"
 NOTE_TAG = "wdrec.note"
