@@ -46,11 +46,15 @@ LOGREG_C = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # inverse L2 str
 
 
 def fit_and_test(config: Path, extra: list[str]) -> tuple[dict[str, float], object]:
-    """Train with the CLI in a scratch directory, then test the best checkpoint."""
+    """Train with the CLI in a scratch directory, then test the best checkpoint. The results hold
+    the test metrics and the validation figure that selected the checkpoint (``val_auc``, ...),
+    the one a config's comments may quote."""
     with tempfile.TemporaryDirectory() as workdir, contextlib.chdir(workdir):
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir}/mlflow.db"
         cli = run(["fit", "--config", str(config), "--registry.enabled=false", "--trainer.enable_progress_bar=false", *extra])
         results = cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
+        selection = cli.trainer.checkpoint_callback
+        results[selection.monitor] = selection.best_model_score
     return {k: float(v) for k, v in results.items()}, cli.datamodule
 
 
@@ -66,7 +70,7 @@ def l1o(extra: list[str]) -> dict[str, dict[str, float]]:
     # Fitted on train; at test time every model also sees the validation interaction as input.
     train, known = interaction_matrix(datamodule, "train"), interaction_matrix(datamodule, "train", "val")
     results = {
-        "wdrec": {k.removeprefix("test_"): round(v, 4) for k, v in wdrec.items() if k.endswith("_10")},
+        "wdrec": {k.removeprefix("test_"): round(v, 4) for k, v in wdrec.items() if k.endswith("_10")},  # and val_ndcg_10, the selecting figure
         "popularity": ranking(datamodule, "test", lambda users: known.sum(0).expand(len(users), -1)),
     }
     best = max(
@@ -109,7 +113,7 @@ def pw(extra: list[str]) -> dict[str, dict[str, float]]:
     best = max(models, key=lambda m: roc_auc_score(y["val"], m.predict_proba(x["val"])[:, 1]))
     probability = best.predict_proba(x["test"])[:, 1]
     return {
-        "wdrec": {"auc": round(wdrec["test_auc"], 4), "logloss": round(wdrec["test_logloss"], 4)},
+        "wdrec": {"auc": round(wdrec["test_auc"], 4), "logloss": round(wdrec["test_logloss"], 4), "val_auc": round(wdrec["val_auc"], 4)},
         "logreg": {"auc": round(roc_auc_score(y["test"], probability), 4),
                    "logloss": round(log_loss(y["test"], probability), 4), "C": best.C},
     }  # fmt: skip
@@ -128,7 +132,10 @@ def rating(extra: list[str]) -> dict[str, dict[str, float]]:
         return {name: round(value, 4) for name, value in errors(predicted, rows[stage]["label"].numpy()).items()}
 
     best = min(fits, key=lambda fit: scores(fit, "val")["rmse"])
-    return {"wdrec": {"rmse": round(wdrec["test_rmse"], 4), "mae": round(wdrec["test_mae"], 4)}, "bias": scores(best, "test")}
+    return {
+        "wdrec": {"rmse": round(wdrec["test_rmse"], 4), "mae": round(wdrec["test_mae"], 4), "val_rmse": round(wdrec["val_rmse"], 4)},
+        "bias": scores(best, "test"),
+    }
 
 
 def spread(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
