@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -62,10 +63,6 @@ class UnseenItemSampler(NegativeSampler):
         self.num_items = num_items
         self.max_rounds = max_rounds
         self.positive_keys = torch.unique(users.long() * num_items + items.long())  # sorted
-        # Key j of user u's block, as u * num_items + (unseen items below its item): sorted too,
-        # it finds a user's r-th unseen item with one searchsorted (draw_fixed).
-        first = torch.searchsorted(self.positive_keys, self.positive_keys // num_items * num_items)
-        self.gap_keys = self.positive_keys - (torch.arange(len(self.positive_keys)) - first)
         self.cdf: Tensor | None = None
         if distribution == "popularity":
             weights = torch.bincount(items.long(), minlength=num_items).double() ** exponent
@@ -114,10 +111,19 @@ class UnseenItemSampler(NegativeSampler):
             drawn = torch.where(self.is_positive(owners, drawn), self._uniform_or_popular(len(owners), generator), drawn)
         return torch.where(self.is_positive(owners, drawn), unseen, drawn).view(-1, k)
 
+    @cached_property
+    def gap_keys(self) -> Tensor:
+        """Key j of user u's block as u * num_items + (unseen items below its item), sorted too: a
+        user's r-th unseen item takes one searchsorted. Built on first use, where the keys live."""
+        keys, n = self.positive_keys, self.num_items
+        first = torch.searchsorted(keys, keys // n * n)  # where each key's user begins
+        return keys - (torch.arange(len(keys), device=keys.device) - first)
+
     def to(self, device: torch.device | str) -> UnseenItemSampler:
         """A copy whose tables live on ``device``, for :meth:`draw_fixed` there."""
         moved = copy.copy(self)
-        moved.positive_keys, moved.gap_keys = self.positive_keys.to(device), self.gap_keys.to(device)
+        moved.__dict__.pop("gap_keys", None)  # built there, from the moved keys
+        moved.positive_keys = self.positive_keys.to(device)
         moved.cdf = None if self.cdf is None else self.cdf.to(device)
         return moved
 
