@@ -120,11 +120,12 @@ def wdrec_fit(  # noqa: ANN201
     workdir: Path,
     resident: bool | None = None,
     overrides: Sequence[str] = (),
+    callbacks: Sequence[L.Callback] = (),
 ):
     """The real CLI, timed by a :class:`StepTimer`; ``timer.setup_s`` is the time to build it (data included).
 
     ``resident``: ``--data.resident`` (None: the data module's default); ``overrides``: more
-    arguments, after the others.
+    arguments, after the others; ``callbacks``: more callbacks for the fit.
     """
     timer = StepTimer(warmup)
     started = time.perf_counter()
@@ -138,7 +139,7 @@ def wdrec_fit(  # noqa: ANN201
         subcommand=False,
     )  # fmt: skip
     timer.setup_s = time.perf_counter() - started
-    cli.trainer.callbacks.append(timer)
+    cli.trainer.callbacks.extend([timer, *callbacks])
     cli.trainer.fit(cli.model, cli.datamodule)
     return timer, cli
 
