@@ -67,6 +67,8 @@ class InteractionDataModule(FeatureDataModule):
             idle most of the time (docs/benchmarks.md).
     """
 
+    sampler: UnseenItemSampler  # every interaction at hand; its tables can move to the device
+
     def __init__(
         self,
         source: InteractionSource,
