@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from wdrec.data import batches
-from wdrec.data.batches import PointwiseBatches, RankingBatches, TrainBatches, TrainingPlan
+from wdrec.data.batches import (
+    PointwiseBatches,
+    RankingBatches,
+    ResidentBatches,
+    TrainBatches,
+    TrainingPlan,
+    row_features,
+)
 from wdrec.data.datamodule import InteractionDataModule
 from wdrec.data.features import Field
 from wdrec.data.sampling import UnseenItemSampler
@@ -211,6 +218,69 @@ def test_every_loader_shards_an_odd_number_of_rows_exactly(n, world_size, per_ba
         else:
             users = torch.cat([b["user"][b["label"] > 0.5] for batches in ranks for b in batches])
         assert torch.equal(users.sort().values, everyone), name
+
+
+# --- training batches built on the device (run here on CPU tensors) ---------------------------
+
+
+def resident(dm: InteractionDataModule, rank: int = 0, world_size: int = 1, epoch: int = 0) -> ResidentBatches:
+    plan = TrainingPlan(dm.sampler, negatives=4, batch_size=1000, seed=42, epoch=lambda: epoch, rank=rank, world_size=world_size)
+    return ResidentBatches(dm.rows["train"], plan)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_resident_batches_have_one_shape_and_cover_the_epoch_once_but_the_last_partial_batch(dm, world_size):
+    rows = dm.rows["train"]
+    ranks = shards(lambda rank: resident(dm, rank, world_size), world_size)
+
+    assert len({len(batches) for batches in ranks}) == 1  # no rank waits on another
+    assert {tuple(b[k].shape) for batches in ranks for b in batches for k in b} == {(1000,)}  # 200 positives + 800 negatives
+    keys = [torch.cat([(b["user"] * NUM_ITEMS + b["item"])[:200] for b in batches]) for batches in ranks]
+    assert all(b["label"][:200].eq(1).all() and b["label"][200:].eq(0).all() for batches in ranks for b in batches)
+    seen = torch.cat(keys)
+    assert len(seen) == len(torch.unique(seen))  # no positive twice: the ranks' shards are disjoint
+    assert len(rows["label"]) - len(seen) < world_size * (200 + 1)  # only the last partial batch per rank is left out
+    assert np.isin(seen.numpy(), (rows["user"] * NUM_ITEMS + rows["item"]).numpy()).all()
+    negatives = [(b["user"][200:], b["item"][200:]) for batches in ranks for b in batches]
+    users, items = (torch.cat(side) for side in zip(*negatives, strict=True))
+    assert not dm.sampler.is_positive(users, items).any()
+    first = ranks[0][0]  # a negative shares its positive's user and moment
+    for key in ("user", "start", "position"):
+        assert torch.equal(first[key][200:], first[key][:200].repeat_interleave(4)), key
+
+
+def test_resident_batches_are_seeded_by_epoch(dm):
+    def first_batch(epoch: int) -> dict[str, torch.Tensor]:
+        return next(iter(resident(dm, epoch=epoch)))
+
+    again, other = first_batch(1), first_batch(2)
+    assert all(torch.equal(first_batch(1)[k], again[k]) for k in again)
+    assert not torch.equal(again["item"], other["item"])
+
+
+def test_resident_features_are_those_of_the_same_index_rows(dm, monkeypatch):
+    monkeypatch.setattr(dm, "resident", True)  # forced on, as --data.resident=true does on a CPU
+    loader = dm.train_dataloader()
+    batch = next(iter(loader))
+
+    assert isinstance(loader, ResidentBatches)
+    features = dm.on_after_batch_transfer(batch, 0)
+    expected = row_features(dm.feature_spec, batch, dm.user_tensors, dm.item_tensors, dm.timeline)
+    assert features.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(features[key], value), key
+
+
+def test_the_training_path_is_resident_only_on_cuda_by_default(dm):
+    assert dm.resident is None and not isinstance(dm.train_dataloader(), ResidentBatches)  # no trainer: the CPU
+
+
+def test_a_batch_larger_than_a_resident_shard_is_refused():
+    rows = {"user": torch.arange(10), "item": torch.arange(10) % 3, "label": torch.ones(10)}
+    plan = TrainingPlan(UnseenItemSampler(rows["user"], rows["item"], 3), negatives=1, batch_size=12, seed=0,
+                        epoch=lambda: 0, world_size=2)  # fmt: skip
+    with pytest.raises(ValueError, match="6 positives per batch on each of 2 device"):
+        ResidentBatches(rows, plan)
 
 
 # --- evaluation loaders -------------------------------------------------------------------------

@@ -85,6 +85,40 @@ def test_a_user_with_every_item_gets_no_negative_and_the_draw_ends():
     assert drawn[[1, 3]].gt(0).all()
 
 
+@pytest.mark.parametrize("distribution", ["uniform", "popularity"])
+def test_fixed_draws_are_never_a_positive_and_never_missing(positives, distribution):
+    """The device path's draws: the same rule as ``draw``, every draw filled (a batch keeps its shape)."""
+    users, items = positives
+    sampler = UnseenItemSampler(users, items, NUM_ITEMS, distribution)
+
+    drawn = sampler.draw_fixed(users, 2, torch.Generator().manual_seed(0))
+
+    assert drawn.shape == (len(users), 2)
+    assert drawn.min() >= 0 and drawn.max() < NUM_ITEMS
+    assert not np.isin(keys(users.repeat_interleave(2), drawn.flatten()), keys(users, items)).any()
+    assert torch.equal(drawn, sampler.draw_fixed(users, 2, torch.Generator().manual_seed(0)))  # seeded
+
+
+def test_fixed_uniform_draws_are_uniform_over_the_unseen_items():
+    """User 0 holds items 1, 3 and 4 of 7, user 1 none, user 2 all: each gets a uniform item of the ones it may."""
+    sampler = UnseenItemSampler(torch.tensor([0, 0, 0, 2, 2, 2, 2, 2, 2, 2]),
+                                torch.tensor([1, 3, 4, 0, 1, 2, 3, 4, 5, 6]), 7)  # fmt: skip
+    n = 20_000
+    drawn = sampler.draw_fixed(torch.tensor([0, 1, 2]).repeat_interleave(n), 1, torch.Generator().manual_seed(5))
+    counts = [torch.bincount(per_user, minlength=7) for per_user in drawn.view(3, n)]
+
+    assert counts[0][[1, 3, 4]].sum() == 0 and counts[0][[0, 2, 5, 6]].min() > 0.9 * n / 4
+    assert counts[1].min() > 0.9 * n / 7
+    assert counts[2].min() > 0.9 * n / 7  # nothing is unseen: uniform, the batch keeps its shape
+
+
+def test_the_sampler_moves_to_a_device_with_its_tables(positives):
+    users, items = positives
+    moved = UnseenItemSampler(users, items, NUM_ITEMS, "popularity").to("meta")
+
+    assert {moved.positive_keys.device.type, moved.gap_keys.device.type, moved.cdf.device.type} == {"meta"}
+
+
 def test_unknown_distribution_is_refused():
     with pytest.raises(ValueError, match="negative_sampling must be 'uniform' or 'popularity', got 'zipf'"):
         UnseenItemSampler(torch.zeros(1), torch.zeros(1), 3, "zipf")

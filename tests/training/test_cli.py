@@ -9,8 +9,10 @@ import pytest
 import torch
 import yaml
 from commands import main_in_process
+from lightning.pytorch import Callback
 from paths import CONFIGS, DEFAULT_CONFIG
 
+from wdrec.data.batches import ResidentBatches
 from wdrec.job import resolved_config, run
 
 FAST_DEV_RUN = CONFIGS / "debug" / "fdr.yaml"
@@ -91,6 +93,32 @@ def test_one_batch_fits_on_cuda(tmp_path: Path, precision: str, compile_net: boo
     assert cli.trainer.state.finished
     assert cli.trainer.strategy.root_device.type == "cuda"  # (Lightning moves the model back to the CPU at the end)
     assert torch.isfinite(cli.trainer.callback_metrics["val_loss"])
+
+
+class StepLosses(Callback):
+    """Each training step's loss and batch shape."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.shapes: set[tuple[int, ...]] = set()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.losses.append(float(outputs["loss"]))
+        self.shapes.add(tuple(batch["label"].shape))
+
+
+def test_a_resident_fit_on_the_cpu_trains_on_batches_of_one_shape(tmp_path: Path) -> None:
+    """``--data.resident=true`` forces the device-resident path where the trainer is a CPU's."""
+    steps = StepLosses()
+    with contextlib.chdir(tmp_path):
+        cli = run(["fit", "--config", str(DEFAULT_CONFIG), "--data.resident=true", "--trainer.max_epochs=1",
+                   "--trainer.limit_train_batches=60", "--trainer.limit_val_batches=0", "--trainer.logger=false",
+                   "--registry.enabled=false", "--early_stopping.check_on_train_epoch_end=false", *SMALL],
+                  callbacks=[steps])  # fmt: skip
+    assert isinstance(cli.trainer.train_dataloader, ResidentBatches)
+    positives = cli.datamodule.batch_size // 5  # and 4 negatives each
+    assert len(steps.losses) == 60 and steps.shapes == {(5 * positives,)}
+    assert sum(steps.losses[-10:]) < 0.9 * sum(steps.losses[:10])
 
 
 def test_resuming_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ once they are on their device, so a GPU receives indices, not feature matrices.
 
 Every rank yields the same number of batches, its rows split as evenly as possible
 (:func:`batches_per_shard`), so under DDP no sample is dropped or repeated and no rank
-waits on another.
+waits on another. :class:`ResidentBatches` is the training path for rows kept on the
+device: batches of one fixed shape, whole batches only (:func:`full_batches`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from wdrec.data.features import FeatureSpec, SideTensors
-from wdrec.data.sampling import Generator, NegativeSampler
+from wdrec.data.sampling import Generator, NegativeSampler, UnseenItemSampler
 from wdrec.data.timeline import Timeline
 
 NEGATIVE_DRAW = 1 << 20  # training negatives drawn at once (see TrainBatches)
@@ -33,6 +34,11 @@ Batch = dict[str, Tensor]
 def batches_per_shard(rows: int, shards: int, per_batch: int) -> int:
     """Batches each of ``shards`` yields for ``rows`` rows: the largest shard's count."""
     return max(1, math.ceil(math.ceil(rows / shards) / per_batch))
+
+
+def full_batches(rows: int, shards: int, per_batch: int) -> int:
+    """Whole batches of ``per_batch`` rows that each of ``shards`` can take from ``rows`` rows, the same on all."""
+    return rows // shards // per_batch
 
 
 def even_chunks(index: Tensor, rank: int, world_size: int, per_batch: int) -> list[Tensor]:
@@ -74,13 +80,18 @@ def with_negatives(rows: Batch, drawn: Tensor, by_round: bool = False) -> Batch:
     negatives come round by round (every row's first, then every row's second, ...).
     """
     rounds, n = (drawn.shape[0], drawn.shape[1]) if by_round else (drawn.shape[1], drawn.shape[0])
-    rows_of_draws = torch.arange(n)
+    rows_of_draws = torch.arange(n, device=drawn.device)
     owner = rows_of_draws.repeat(rounds) if by_round else rows_of_draws.repeat_interleave(rounds)
     items = drawn.flatten()
     kept = items >= 0
-    owner = owner[kept]
+    return negatives_after(rows, owner[kept], items[kept])
+
+
+def negatives_after(rows: Batch, owner: Tensor, items: Tensor) -> Batch:
+    """``rows``, then one negative (label 0) per entry: item ``items[j]`` with row ``owner[j]``'s other columns."""
+    n = len(rows["label"])
     out = {key: torch.cat([values, values[owner]]) for key, values in rows.items()}
-    out["item"][n:] = items[kept]
+    out["item"][n:] = items
     out["label"][n:] = 0.0
     return out
 
@@ -118,6 +129,51 @@ class TrainBatches(IterableDataset):
                     batch = with_negatives(batch, negatives[start : start + len(chunk)])
                     start += len(chunk)
                 yield batch
+
+
+class ResidentBatches:
+    """Training batches built where the rows live (the training device): shuffled, sharded,
+    topped up with negatives, all in tensor ops with no host work and no host sync.
+
+    Every batch has the same shape: ``positives_per_batch`` positives, then ``negatives`` per
+    positive, each drawn by :meth:`UnseenItemSampler.draw_fixed` (never dropped). Each rank
+    takes ``full_batches`` whole batches of its shard of the epoch's permutation; the rest
+    (fewer than one batch per rank) waits for a later epoch, whose new permutation puts other
+    rows there. ``torch.compile`` and CUDA graphs then see one shape. A plain iterable, not a
+    DataLoader: it yields tensors already on the device, which Lightning's transfer leaves as
+    they are, and feature assembly follows in ``on_after_batch_transfer``, there too.
+    """
+
+    def __init__(self, rows: Batch, plan: TrainingPlan) -> None:
+        """``rows`` and ``plan.sampler`` (:meth:`UnseenItemSampler.to`) on the training device."""
+        if not isinstance(plan.sampler, UnseenItemSampler):
+            raise TypeError(f"resident batches draw with UnseenItemSampler.draw_fixed, not {type(plan.sampler).__name__}")
+        self.rows, self.plan, self.sampler = rows, plan, plan.sampler
+        self.device = rows["label"].device
+        if len(self) == 0:
+            raise ValueError(
+                f"batch_size: {plan.positives_per_batch} positives per batch on each of {plan.world_size} "
+                f"device(s), but only {len(rows['label'])} training rows; lower batch_size"
+            )
+
+    def __len__(self) -> int:
+        return full_batches(len(self.rows["label"]), self.plan.world_size, self.plan.positives_per_batch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        plan, k, per_batch = self.plan, self.plan.negatives, self.plan.positives_per_batch
+        seed = plan.seed * 1_000_003 + plan.epoch()  # as TrainBatches: same permutation on every rank
+        order = torch.randperm(len(self.rows["label"]), generator=self._generator(seed), device=self.device)
+        mine = order[plan.rank :: plan.world_size][: len(self) * per_batch].view(len(self), per_batch)
+        sampling = self._generator(seed * 31 + plan.rank)
+        owner = torch.arange(per_batch, device=self.device).repeat_interleave(k)
+        for chunk in mine:
+            batch = {key: values[chunk] for key, values in self.rows.items()}
+            if k:  # a negative shares its positive's user and point in time
+                batch = negatives_after(batch, owner, self.sampler.draw_fixed(batch["user"], k, sampling).flatten())
+            yield batch
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
 
 
 class PointwiseBatches(IterableDataset):

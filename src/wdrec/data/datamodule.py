@@ -10,6 +10,7 @@ tensors (user rows, item rows, labels, and where each row's history lies in the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from wdrec.data.batches import RankingBatches, TrainBatches, with_negatives
+from wdrec.data.batches import RankingBatches, ResidentBatches, TrainBatches, with_negatives
 from wdrec.data.entities import build_items_frame, build_users_frame
 from wdrec.data.features import Cross, Field
 from wdrec.data.module import FeatureDataModule
@@ -59,7 +60,14 @@ class InteractionDataModule(FeatureDataModule):
             ``None`` ranks everyone. Full ranking over items is never sampled.
         data_dir: cache for downloads; ``$WDREC_DATA_DIR`` or ``~/.cache/wdrec`` by default.
         seed: drives the random split, shuffling and negative sampling.
+        resident: keep the training rows, the encoded tables and the timeline on the training
+            device and build every training batch there (:class:`~wdrec.data.batches.ResidentBatches`:
+            no host work per step, one batch shape, the epoch's last partial batch left out).
+            Default: on when the trainer trains on CUDA, where host-side batches kept the GPU
+            idle most of the time (docs/benchmarks.md).
     """
+
+    sampler: UnseenItemSampler  # every interaction at hand; its tables can move to the device
 
     def __init__(
         self,
@@ -81,6 +89,7 @@ class InteractionDataModule(FeatureDataModule):
         ranking_max_users: int | None = None,
         data_dir: str | None = None,
         seed: int = 42,
+        resident: bool | None = None,
     ) -> None:
         super().__init__(features, crosses, target, negatives, batch_size, eval_batch_size, seed)
         split = resolve_split(split, source.carries_split, source.name)
@@ -103,6 +112,7 @@ class InteractionDataModule(FeatureDataModule):
         self.full_ranking = self.ranks_catalogue(target, ranking)
         self.ranking_users, self.ranking_max_users = ranking_users, ranking_max_users
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        self.resident = resident
 
     # ------------------------------------------------------------ build once
     def prepare_data(self) -> None:
@@ -164,9 +174,18 @@ class InteractionDataModule(FeatureDataModule):
         return float(self.rows["train"]["label"].mean())
 
     # ------------------------------------------------------------ loaders
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | ResidentBatches:
         self._build()
+        device = self._device()
+        if self.resident if self.resident is not None else device.type == "cuda":
+            rows = {key: values.to(device) for key, values in self.rows["train"].items()}
+            plan = replace(self._training_plan(), sampler=self.sampler.to(device))
+            return ResidentBatches(rows, plan)
         return self._loader(TrainBatches(self.rows["train"], self._training_plan()))
+
+    def _device(self) -> torch.device:
+        """Where the trainer trains (the CPU without a trainer)."""
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("val")

@@ -4,13 +4,16 @@ A :class:`NegativeSampler` draws ``k`` items for each positive (user, item) row.
 negative must not be depends on what the data module can know: in memory, every
 interaction is at hand (:class:`UnseenItemSampler`, never an item the user interacted
 with); out of core, only the row itself (:class:`OtherItemSampler`, never the row's own
-item). Each sampler takes the generator its draws were defined with (torch or numpy), so
+item). :meth:`UnseenItemSampler.draw_fixed` is the same rule as a fixed sequence of tensor
+ops, for batches built on the training device (no host sync, no data-dependent shape). Each sampler takes the generator its draws were defined with (torch or numpy), so
 that a seed gives the same negatives as before the two shared this interface.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -84,10 +87,50 @@ class UnseenItemSampler(NegativeSampler):
             pending = pending[self.is_positive(owners[pending], drawn[pending])]  # only redrawn ones can clash
         return drawn.index_fill_(0, pending, -1).view(-1, k)
 
+    def draw_fixed(self, users: Tensor, k: int, generator: torch.Generator, rounds: int = 8) -> Tensor:
+        """(P, k) negatives like :meth:`draw`, never -1, with no loop that waits on the data.
+
+        Uniform: the user's r-th unseen item for a uniform r, found by one searchsorted: exactly
+        uniform over the unseen items, as ``draw``'s redraws are. Popularity: ``rounds`` redraws
+        of every clash at once, then any clash left takes the uniform unseen item. A user who
+        has every item gets a uniform one (a positive labelled 0): the batch keeps its shape.
+        The tensors must be on the generator's device (:meth:`to`).
+        """
+        owners = users.repeat_interleave(k)
+        n = self.num_items
+        start = torch.searchsorted(self.positive_keys, owners * n)
+        free = n - (torch.searchsorted(self.positive_keys, (owners + 1) * n) - start)  # unseen items per owner
+        r = (torch.rand(len(owners), generator=generator, device=owners.device, dtype=torch.float64)
+             * torch.where(free > 0, free, n)).long()  # fmt: skip
+        below = torch.searchsorted(self.gap_keys, owners * n + r, right=True) - start  # positives before it
+        unseen = torch.where(free > 0, r + below, r)
+        if self.cdf is None:
+            return unseen.view(-1, k)
+        drawn = self._uniform_or_popular(len(owners), generator)
+        for _ in range(rounds):
+            drawn = torch.where(self.is_positive(owners, drawn), self._uniform_or_popular(len(owners), generator), drawn)
+        return torch.where(self.is_positive(owners, drawn), unseen, drawn).view(-1, k)
+
+    @cached_property
+    def gap_keys(self) -> Tensor:
+        """Key j of user u's block as u * num_items + (unseen items below its item), sorted too: a
+        user's r-th unseen item takes one searchsorted. Built on first use, where the keys live."""
+        keys, n = self.positive_keys, self.num_items
+        first = torch.searchsorted(keys, keys // n * n)  # where each key's user begins
+        return keys - (torch.arange(len(keys), device=keys.device) - first)
+
+    def to(self, device: torch.device | str) -> UnseenItemSampler:
+        """A copy whose tables live on ``device``, for :meth:`draw_fixed` there."""
+        moved = copy.copy(self)
+        moved.__dict__.pop("gap_keys", None)  # built there, from the moved keys
+        moved.positive_keys = self.positive_keys.to(device)
+        moved.cdf = None if self.cdf is None else self.cdf.to(device)
+        return moved
+
     def _uniform_or_popular(self, n: int, generator: torch.Generator) -> Tensor:
         if self.cdf is None:
-            return torch.randint(self.num_items, (n,), generator=generator)
-        uniform = torch.rand(n, generator=generator, dtype=torch.float64)
+            return torch.randint(self.num_items, (n,), generator=generator, device=generator.device)
+        uniform = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device)
         return torch.searchsorted(self.cdf, uniform).clamp_(max=self.num_items - 1)
 
 
