@@ -1,12 +1,14 @@
 """Wide&Deep peers on the same PW split, machine, batch and epochs: wdrec and DeepCTR-Torch's WDL,
-test AUC and wall time side by side.
+test AUC, wall time and training samples/s side by side, at each batch size of ``--batch``.
 
 The split is ``configs/movielens100k-ctr.yaml``'s (ratings >= 4 → 1, <= 2 → 0, random
 80/10/10, ``data.seed`` 42), written once to Parquet with the raw feature columns (user id,
 age, gender, occupation; item id, genres, release year). Every model trains on its train rows
 for the same epochs at the same batch size, keeps the epoch with the best validation AUC, and is
 scored once on the test rows. Each runs as a fresh process and is timed end to end, from
-process start (imports, reading the data, encoding it) to the test AUC.
+process start (imports, reading the data, encoding it) to the test AUC. Training samples/s is
+per epoch, training batches only (validation left out on both sides), the median over the
+epochs after the first.
 
 The peers run in a venv of their own (``--venv``, created on first use: the CPU torch of this
 machine, then each peer with pip), never in the project's. A peer that does not install there
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,12 +71,30 @@ def timed(command: list[str], cwd: Path) -> dict:
 
 
 WDREC_CHILD = """
-import json, sys
+import json, statistics, sys, time
+import lightning as L
 from wdrec.job import run
-cli = run(["fit", "--config", sys.argv[1], "--registry.enabled=false", "--trainer.enable_progress_bar=false",
-           "--trainer.enable_model_summary=false", f"--trainer.max_epochs={sys.argv[2]}", f"--data.batch_size={sys.argv[3]}"])
+
+class TrainingRate(L.Callback):  # training samples/s per epoch, validation left out (it starts after the last batch)
+    def __init__(self):
+        self.rates, self.samples = [], 0
+    def on_train_epoch_start(self, trainer, module):
+        self.samples, self.start = 0, time.perf_counter()
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.samples += len(batch["label"])
+    def on_validation_start(self, trainer, module):
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.rates.append(self.samples / (time.perf_counter() - self.start))
+
+rate = TrainingRate()
+cli = run(["--config", sys.argv[1], "--registry.enabled=false", "--trainer.enable_progress_bar=false",
+           "--trainer.enable_model_summary=false", f"--trainer.max_epochs={sys.argv[2]}", f"--data.batch_size={sys.argv[3]}"],
+          subcommand=False)
+cli.trainer.callbacks.append(rate)
+cli.trainer.fit(cli.model, cli.datamodule)
 result = cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
-print(json.dumps({"test_auc": result["test_auc"], "epochs": cli.trainer.current_epoch}))
+print(json.dumps({"test_auc": result["test_auc"], "epochs": cli.trainer.current_epoch,
+                  "train_samples_per_s": round(statistics.median(rate.rates[1:] or rate.rates))}))
 """
 
 
@@ -115,14 +136,17 @@ def peer_child(data: Path, epochs: int, batch: int) -> None:
     torch.manual_seed(0)
     model = WDL(columns, columns, dnn_hidden_units=(256, 128, 64), dnn_dropout=0.3, task="binary", device="cpu")
     model.compile("adam", "binary_crossentropy")
-    best, state = -1.0, None
+    best, state, rates = -1.0, None, []
     for _ in range(epochs):
+        started = time.perf_counter()
         model.fit(x["train"], y["train"], batch_size=batch, epochs=1, verbose=0)
+        rates.append(len(y["train"]) / (time.perf_counter() - started))
         auc = roc_auc_score(y["val"], model.predict(x["val"], 65536))
         if auc > best:
             best, state = auc, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(state)
-    print(json.dumps({"test_auc": roc_auc_score(y["test"], model.predict(x["test"], 65536)), "best_val_auc": best}))
+    print(json.dumps({"test_auc": roc_auc_score(y["test"], model.predict(x["test"], 65536)), "best_val_auc": best,
+                      "train_samples_per_s": round(statistics.median(rates[1:] or rates))}))  # fmt: skip
 
 
 def peer_venv(venv: Path, packages: list[str]) -> str | None:
@@ -142,28 +166,31 @@ def main() -> None:
     parser.add_argument("--json", help="where to write the results")
     parser.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "wdrec" / "peers-venv")
     parser.add_argument("--epochs", type=int, default=8, help="the PW job's max_epochs")
-    parser.add_argument("--batch", type=int, default=512, help="the PW job's batch size")
+    parser.add_argument("--batch", type=int, nargs="+", default=[512], help="batch sizes, each a run of every model")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        peer_child(args.data, args.epochs, args.batch)
+        peer_child(args.data, args.epochs, args.batch[0])
         return
-    results: dict[str, dict] = {}
+    runs: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         rows = write_split(folder)
-        results["wdrec"] = timed([sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(args.batch)], folder)
-        for name, packages in PEERS.items():
-            problem = peer_venv(args.venv, packages)
-            if problem:
-                results[name] = {"error": f"pip install {' '.join(packages)} beside torch 2.13.0 (CPU) failed: {problem}"}
-                continue
-            command = [str(args.venv / "bin" / "python"), __file__, "--child", "--data", str(folder),
-                       "--epochs", str(args.epochs), "--batch", str(args.batch)]  # fmt: skip
-            results[name] = timed(command, folder)
-    print(json.dumps(results, indent=2))
-    write_json(args.json or "benchmarks/results/peers.json", {"rows": rows, "epochs": args.epochs, "batch": args.batch, **results}, sys.argv)
+        problems = {name: peer_venv(args.venv, packages) for name, packages in PEERS.items()}
+        for batch in args.batch:
+            results: dict = {"batch": batch}
+            results["wdrec"] = timed([sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(batch)], folder)
+            for name, packages in PEERS.items():
+                if problems[name]:
+                    results[name] = {"error": f"pip install {' '.join(packages)} beside torch 2.13.0 (CPU) failed: {problems[name]}"}
+                    continue
+                command = [str(args.venv / "bin" / "python"), __file__, "--child", "--data", str(folder),
+                           "--epochs", str(args.epochs), "--batch", str(batch)]  # fmt: skip
+                results[name] = timed(command, folder)
+            print(json.dumps(results), flush=True)
+            runs.append(results)
+    write_json(args.json or "benchmarks/results/peers.json", {"rows": rows, "epochs": args.epochs, "runs": runs}, sys.argv)
 
 
 if __name__ == "__main__":
