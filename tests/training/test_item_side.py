@@ -123,3 +123,14 @@ def test_the_network_must_be_in_eval_mode() -> None:
     net = network(evaluation.spec, EVERYTHING).train()
     with pytest.raises(ValueError, match="eval mode"):
         ItemSide(evaluation.spec, net, evaluation.items)
+
+
+def test_evaluating_leaves_the_training_random_stream_alone() -> None:
+    """Training's dropout draws from torch's global generator: an evaluation epoch between two
+    training epochs must not move it (fusing the network once built layers with random weights)."""
+    evaluation = Evaluation(EVERYTHING)
+    net = network(evaluation.spec, EVERYTHING)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    evaluation.ranked(ItemSide(evaluation.spec, net, evaluation.items))
+    assert torch.equal(torch.get_rng_state(), before)
