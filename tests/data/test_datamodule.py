@@ -316,7 +316,9 @@ def test_evaluation_loaders_pointwise_then_full_ranking(dm, stage):
     assert len(users) == RANKING_USERS
     assert first["relevant"].shape == first["exclude"].shape == (RANKING_USERS, NUM_ITEMS)
     assert first["relevant"].dtype == first["exclude"].dtype == torch.bool
-    assert first["wide.cross"].shape[0] == RANKING_USERS * NUM_ITEMS  # each user against the whole catalogue
+    # Each user once, its history the window at the evaluation point: the model pairs it with the catalogue.
+    assert first["user.categorical"].shape[0] == first["user.bag.history"].shape[0] == RANKING_USERS
+    assert "item.categorical" not in first and "wide.cross" not in first
     assert first["relevant"].sum(dim=1).eq(1).all()  # leave-one-out: one relevant item per user
 
     relevant = items_by_user(dm, getattr(dm.splits, stage))

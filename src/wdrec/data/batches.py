@@ -2,9 +2,9 @@
 
 A loader yields index batches: ``{"user", "item", "label"}`` rows into the encoded entity
 tables (plus ``start`` and ``position``, the row's history in a :class:`Timeline`), or a
-block of users to rank against the catalogue. :func:`row_features` and
-:func:`ranking_features` turn them into model inputs with :meth:`FeatureSpec.assemble`
-once they are on their device, so a GPU receives indices, not feature matrices.
+block of users to rank against the catalogue. :func:`row_features` turns them into model
+inputs with :meth:`FeatureSpec.assemble` once they are on their device, so a GPU receives
+indices, not feature matrices; :func:`ranking_features` into the block's users' features.
 
 Every rank yields the same number of batches, its rows split as evenly as possible
 (:func:`batches_per_shard`), so under DDP no sample is dropped or repeated and no rank
@@ -236,18 +236,18 @@ def row_features(spec: FeatureSpec, batch: Batch, users: SideTensors, items: Sid
     return {**spec.assemble(users.take(batch["user"]), items.take(batch["item"]), history), **batch}
 
 
-def ranking_features(
-    spec: FeatureSpec, batch: Batch, users: SideTensors, items: SideTensors, timeline: Timeline, n_items: int
-) -> Batch:
-    """A block of users × the first ``n_items`` items, with (users, items) masks of the
-    relevant and of the excluded pairs."""
+def ranking_features(spec: FeatureSpec, batch: Batch, users: SideTensors, timeline: Timeline, n_items: int) -> Batch:
+    """A block of users to rank against the first ``n_items`` items: their features (``user.*``, one
+    row per user) with their histories at the evaluation point, and (users, items) masks of the
+    relevant and of the excluded pairs.
+
+    The items' side is not repeated per user: the model computes its half of the network once per
+    evaluation (``wdrec.model.item_side``) and pairs it with each block's users.
+    """
     block = batch["ranking_user"]
     device = block.device
-    user_rows = block.repeat_interleave(n_items)
-    item_rows = torch.arange(n_items, device=device).repeat(len(block))
-    history = timeline.window(batch["ranking_start"].repeat_interleave(n_items),
-                              batch["ranking_position"].repeat_interleave(n_items), spec.history_length)  # fmt: skip
-    features = spec.assemble(users.take(user_rows), items.take(item_rows), history)
+    history = timeline.window(batch["ranking_start"], batch["ranking_position"], spec.history_length)
+    block_users = users.take(block) if history is None else spec.with_history(users.take(block), history)
 
     def mask(pairs_user: Tensor, pairs_item: Tensor) -> Tensor:
         out = torch.zeros((len(block), n_items), dtype=torch.bool, device=device)
@@ -255,7 +255,7 @@ def ranking_features(
         return out
 
     return {
-        **features,
+        **block_users.as_batch("user"),
         "relevant": mask(batch["relevant_user"], batch["relevant_item"]),
         "exclude": mask(batch["exclude_user"], batch["exclude_item"]),
     }

@@ -147,6 +147,19 @@ class SideTensors:
     def with_bags(self, bags: dict[str, Tensor]) -> SideTensors:
         return SideTensors(self.categorical, self.dense, {**self.bags, **bags})
 
+    def as_batch(self, side: Side) -> dict[str, Tensor]:
+        """The side's keys of a model batch (``<side>.categorical``, ``.dense``, ``.bag.<name>``)."""
+        return {f"{side}.categorical": self.categorical, f"{side}.dense": self.dense,
+                **{f"{side}.bag.{name}": bag for name, bag in self.bags.items()}}  # fmt: skip
+
+    @classmethod
+    def from_batch(cls, batch: dict[str, Tensor], side: Side) -> SideTensors:
+        """One side's tensors back from a batch's keys (:meth:`as_batch`): a ranking batch carries its
+        users that way, to be scored against a catalogue whose half is computed once."""
+        prefix = f"{side}.bag."
+        bags = {key.removeprefix(prefix): value for key, value in batch.items() if key.startswith(prefix)}
+        return cls(batch[f"{side}.categorical"], batch[f"{side}.dense"], bags)
+
     def to(self, device: torch.device | str) -> SideTensors:
         return SideTensors(
             self.categorical.to(device), self.dense.to(device), {n: b.to(device) for n, b in self.bags.items()}
@@ -443,14 +456,11 @@ class FeatureSpec:
         training positives, as at serving time) is used.
         """
         if history is not None:
-            user = user.with_bags({f.name: history[:, -f.max_length :] for f in self.history_fields()})
+            user = self.with_history(user, history)
         user = self._without_candidate(user, item)
         batch: dict[str, Tensor] = {}
         for side, tensors in (("user", user), ("item", item)):
-            batch[f"{side}.categorical"] = tensors.categorical
-            batch[f"{side}.dense"] = tensors.dense
-            for name, bag in tensors.bags.items():
-                batch[f"{side}.bag.{name}"] = bag
+            batch.update(tensors.as_batch(side))
             batch[f"wide.{side}"] = self._wide_ids(side, tensors)
         rows = max(len(user), len(item))
         crosses = [self._cross_ids(cross, user, item) for cross in self.crosses]
@@ -460,6 +470,12 @@ class FeatureSpec:
             else torch.zeros((rows, 0), dtype=torch.long, device=item.categorical.device)
         )
         return batch
+
+    def with_history(self, user: SideTensors, history: Tensor) -> SideTensors:
+        """``user`` with the history ``history`` (B, L), item indices oldest first, in place of its stored
+        one: each history field keeps the last ``max_length``. A training row or an evaluated user
+        looks back from its own moment (:class:`~wdrec.data.timeline.Timeline`)."""
+        return user.with_bags({f.name: history[:, -f.max_length :] for f in self.history_fields()})
 
     def blank(self, side: Side) -> SideTensors:
         """One entity with no known feature (what :meth:`encode` makes of an empty row): it crosses

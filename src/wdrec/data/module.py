@@ -168,9 +168,14 @@ class FeatureDataModule(L.LightningDataModule):
         more per step than the copies themselves (a no-op on CPU)."""
         return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
+    def catalogue_on(self, device: torch.device) -> SideTensors:
+        """The items that ranking scores every user against (the unknown row left out), on ``device``."""
+        items = self.tables_on(device)[1]
+        return items.take(torch.arange(self.num_items, device=device))
+
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Index batch → feature batch, on the batch's device."""
         users, items, timeline = self.tables_on(next(iter(batch.values())).device)
         if "ranking_user" in batch:
-            return ranking_features(self.feature_spec, batch, users, items, timeline, self.num_items)
+            return ranking_features(self.feature_spec, batch, users, timeline, self.num_items)
         return row_features(self.feature_spec, batch, users, items, timeline)

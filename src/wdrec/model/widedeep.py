@@ -236,7 +236,9 @@ class FusedBlock(nn.Module):
 
     def __init__(self, weight: Tensor, bias: Tensor, act: nn.Module) -> None:
         super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
+        # On the meta device: a CPU Linear would draw its (discarded) initial weights from torch's global
+        # generator, and evaluation, which fuses the network each epoch, would shift training's dropout.
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0], device="meta")
         self.linear.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.linear.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.act = nn.ReLU(inplace=True) if isinstance(act, nn.ReLU) else copy.deepcopy(act)
