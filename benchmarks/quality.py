@@ -154,7 +154,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["l1o", "pw", "rating"], action="append", help="run only these sections")
     parser.add_argument("--tie-breaks", nargs="+", default=["random", "item_id", "log_order"], help="L1O tie rules")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="split seeds of the PW and rating runs")
-    parser.add_argument("--fit-args", nargs="*", default=[], help="extra `wdrec fit` overrides for every job")
+    parser.add_argument(
+        "--fit-args", nargs=argparse.REMAINDER, default=[], help="last: the rest of the line, `wdrec fit` overrides for every job"
+    )
     args = parser.parse_args()
     wanted = set(args.only or ["l1o", "pw", "rating"])
     results: dict[str, object] = {}
