@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from _common import REPO_ROOT, write_json  # noqa: E402
 
 CONFIG = REPO_ROOT / "configs" / "movielens100k-ctr.yaml"
@@ -71,30 +72,19 @@ def timed(command: list[str], cwd: Path) -> dict:
 
 
 WDREC_CHILD = """
-import json, statistics, sys, time
-import lightning as L
+import json, statistics, sys
+sys.path.insert(0, sys.argv[4])  # benchmarks/
+from validation_share import EpochTimer
 from wdrec.job import run
 
-class TrainingRate(L.Callback):  # training samples/s per epoch, validation left out (it starts after the last batch)
-    def __init__(self):
-        self.rates, self.samples = [], 0
-    def on_train_epoch_start(self, trainer, module):
-        self.samples, self.start = 0, time.perf_counter()
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.samples += len(batch["label"])
-    def on_validation_start(self, trainer, module):
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self.rates.append(self.samples / (time.perf_counter() - self.start))
-
-rate = TrainingRate()
-cli = run(["--config", sys.argv[1], "--registry.enabled=false", "--trainer.enable_progress_bar=false",
+timer = EpochTimer()  # training batches per epoch, validation left out
+cli = run(["fit", "--config", sys.argv[1], "--registry.enabled=false", "--trainer.enable_progress_bar=false",
            "--trainer.enable_model_summary=false", f"--trainer.max_epochs={sys.argv[2]}", f"--data.batch_size={sys.argv[3]}"],
-          subcommand=False)
-cli.trainer.callbacks.append(rate)
-cli.trainer.fit(cli.model, cli.datamodule)
+          callbacks=[timer])
 result = cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
+rates = [samples / seconds for samples, seconds in zip(timer.samples, timer.train)]
 print(json.dumps({"test_auc": result["test_auc"], "epochs": cli.trainer.current_epoch,
-                  "train_samples_per_s": round(statistics.median(rate.rates[1:] or rate.rates))}))
+                  "train_samples_per_s": round(statistics.median(rates[1:] or rates))}))
 """
 
 
@@ -180,7 +170,7 @@ def main() -> None:
         problems = {name: peer_venv(args.venv, packages) for name, packages in PEERS.items()}
         for batch in args.batch:
             results: dict = {"batch": batch}
-            results["wdrec"] = timed([sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(batch)], folder)
+            results["wdrec"] = timed([sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(batch), str(HERE)], folder)
             for name, packages in PEERS.items():
                 if problems[name]:
                     results[name] = {"error": f"pip install {' '.join(packages)} beside torch 2.13.0 (CPU) failed: {problems[name]}"}

@@ -137,9 +137,9 @@ def wdrec_fit(  # noqa: ANN201
          "--early_stopping.check_on_train_epoch_end=false",
          *([] if resident is None else [f"--data.resident={str(resident).lower()}"]), *overrides],
         subcommand=False,
+        callbacks=[timer, *callbacks],
     )  # fmt: skip
     timer.setup_s = time.perf_counter() - started
-    cli.trainer.callbacks.extend([timer, *callbacks])
     cli.trainer.fit(cli.model, cli.datamodule)
     return timer, cli
 

@@ -35,19 +35,24 @@ JOBS = {
 
 
 class EpochTimer(L.Callback):
-    """Seconds of each epoch's training batches and of its validation (sanity check left out)."""
+    """Seconds of each epoch's training batches and of its validation (sanity check left out), and
+    the epoch's training samples (benchmarks/peers.py reads training samples/s from it)."""
 
     def __init__(self) -> None:
         self.train: list[float] = []
         self.val: list[float] = []
+        self.samples: list[int] = []
+        self._samples = 0
         self.metrics: list[dict[str, float]] = []  # each validation's metrics: the old and new paths must agree
         self._epoch_start = self._last_batch_end = self._val_start = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         self._epoch_start = self._last_batch_end = time.perf_counter()
+        self._samples = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self._last_batch_end = time.perf_counter()
+        self._samples += len(batch["label"])
 
     def on_validation_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         self._val_start = time.perf_counter()
@@ -55,6 +60,7 @@ class EpochTimer(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         if not trainer.sanity_checking:
             self.train.append(self._last_batch_end - self._epoch_start)
+            self.samples.append(self._samples)
             self.val.append(time.perf_counter() - self._val_start)
             self.metrics.append({k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if k.startswith("val_")})
 
