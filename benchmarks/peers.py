@@ -8,7 +8,9 @@ for the same epochs at the same batch size, keeps the epoch with the best valida
 scored once on the test rows. Each runs as a fresh process and is timed end to end, from
 process start (imports, reading the data, encoding it) to the test AUC. Training samples/s is
 per epoch, training batches only (validation left out on both sides), the median over the
-epochs after the first.
+epochs after the first. With ``--repeats N`` each model runs N times per batch size, alternating
+which goes first, and the JSON adds the medians (one wall time moves by ±10% on a shared machine).
+The first wdrec run also creates its MLflow store in the scratch folder (2.5 s, once per store).
 
 The peers run in a venv of their own (``--venv``, created on first use: the CPU torch of this
 machine, then each peer with pip), never in the project's. A peer that does not install there
@@ -75,6 +77,7 @@ WDREC_CHILD = """
 import json, statistics, sys
 sys.path.insert(0, sys.argv[4])  # benchmarks/
 from validation_share import EpochTimer
+from wdrec.cli import exit_quickly
 from wdrec.job import run
 
 timer = EpochTimer()  # training batches per epoch, validation left out
@@ -85,6 +88,7 @@ result = cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=F
 rates = [samples / seconds for samples, seconds in zip(timer.samples, timer.train)]
 print(json.dumps({"test_auc": result["test_auc"], "epochs": cli.trainer.current_epoch,
                   "train_samples_per_s": round(statistics.median(rates[1:] or rates))}))
+exit_quickly()  # as the `wdrec` command ends
 """
 
 
@@ -157,6 +161,7 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "wdrec" / "peers-venv")
     parser.add_argument("--epochs", type=int, default=8, help="the PW job's max_epochs")
     parser.add_argument("--batch", type=int, nargs="+", default=[512], help="batch sizes, each a run of every model")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every model per batch size, alternating which goes first")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -169,18 +174,35 @@ def main() -> None:
         rows = write_split(folder)
         problems = {name: peer_venv(args.venv, packages) for name, packages in PEERS.items()}
         for batch in args.batch:
-            results: dict = {"batch": batch}
-            results["wdrec"] = timed([sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(batch), str(HERE)], folder)
-            for name, packages in PEERS.items():
-                if problems[name]:
-                    results[name] = {"error": f"pip install {' '.join(packages)} beside torch 2.13.0 (CPU) failed: {problems[name]}"}
-                    continue
-                command = [str(args.venv / "bin" / "python"), __file__, "--child", "--data", str(folder),
-                           "--epochs", str(args.epochs), "--batch", str(batch)]  # fmt: skip
-                results[name] = timed(command, folder)
-            print(json.dumps(results), flush=True)
-            runs.append(results)
-    write_json(args.json or "benchmarks/results/peers.json", {"rows": rows, "epochs": args.epochs, "runs": runs}, sys.argv)
+            for repeat in range(args.repeats):
+                commands = {"wdrec": [sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(batch), str(HERE)]}
+                commands |= {name: [str(args.venv / "bin" / "python"), __file__, "--child", "--data", str(folder),
+                                    "--epochs", str(args.epochs), "--batch", str(batch)] for name in PEERS}  # fmt: skip
+                results: dict = {"batch": batch, "repeat": repeat}
+                for name in list(commands)[:: 1 if repeat % 2 == 0 else -1]:  # alternate who runs first
+                    if problems.get(name):
+                        packages = " ".join(PEERS[name])
+                        results[name] = {"error": f"pip install {packages} beside torch 2.13.0 (CPU) failed: {problems[name]}"}
+                    else:
+                        results[name] = timed(commands[name], folder)
+                print(json.dumps(results), flush=True)
+                runs.append(results)
+    write_json(args.json or "benchmarks/results/peers.json",
+               {"rows": rows, "epochs": args.epochs, "runs": runs, "medians": medians(runs)}, sys.argv)  # fmt: skip
+
+
+def medians(runs: list[dict]) -> list[dict]:
+    """Per batch size and model, the median of each measure over the repeats."""
+    table = []
+    for batch in sorted({run["batch"] for run in runs}):
+        at = [run for run in runs if run["batch"] == batch]
+        row: dict = {"batch": batch, "repeats": len(at)}
+        for name in ("wdrec", *PEERS):
+            done = [run[name] for run in at if "error" not in run[name]]
+            row[name] = {key: round(statistics.median(r[key] for r in done), 4)
+                         for key in ("test_auc", "wall_s", "train_samples_per_s")} if done else None  # fmt: skip
+        table.append(row)
+    return table
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_the_registered_version_describes_its_data_and_features(trained_run, reg
     assert "Ties: interactions in the same second are ordered at random (seeded by data.seed, 42)" in card
     rows = " · ".join(f"{name} {len(frame):,}" for name, frame in datamodule.splits.items())
     assert f"**Rows:** {rows} (943 users, 1,682 catalogue items)" in card
-    assert "implicit: every interaction is a positive; 4 negatives per positive" in card
+    assert f"implicit: every interaction is a positive; {datamodule.negatives} negatives per positive" in card
     for fld in datamodule.feature_spec.fields:
         assert f"| {fld.name} | {fld.side} |" in card
     assert "| user_id | user | categorical | 943 | yes | embedding " in card

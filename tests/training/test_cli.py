@@ -116,8 +116,9 @@ def test_a_resident_fit_on_the_cpu_trains_on_batches_of_one_shape(tmp_path: Path
                    "--registry.enabled=false", "--early_stopping.check_on_train_epoch_end=false", *SMALL],
                   callbacks=[steps])  # fmt: skip
     assert isinstance(cli.trainer.train_dataloader, ResidentBatches)
-    positives = cli.datamodule.batch_size // 5  # and 4 negatives each
-    assert len(steps.losses) == 60 and steps.shapes == {(5 * positives,)}
+    rows_per_positive = 1 + cli.datamodule.negatives  # a positive and its negatives
+    positives = cli.datamodule.batch_size // rows_per_positive
+    assert len(steps.losses) == 60 and steps.shapes == {(rows_per_positive * positives,)}
     assert sum(steps.losses[-10:]) < 0.9 * sum(steps.losses[:10])
 
 

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from paths import CONFIGS
 
 from wdrec.cli import main
-from wdrec.job import run
+from wdrec.job import resolved_config, run
 from wdrec.training.tracking import HOST_TAG, PID_TAG
 from wdrec.tune import STATE_TAG, STUDY_TAG, SearchSpace, overrides
 
@@ -41,6 +41,12 @@ def test_the_shipped_space_reads_as_command_line_overrides() -> None:
     hidden = overrides({"model.architecture.hidden": values["model.architecture.hidden"]})[0]
     assert json.loads(hidden.removeprefix("--model.architecture.hidden=")) in [list(c) for c in by_key["model.architecture.hidden"].choices]
     assert overrides({"model.architecture.dropout": 0.1 + 0.2, "model.architecture.activation": "relu"}) == ["--model.architecture.dropout=0.3", "--model.architecture.activation=relu"]
+
+
+@pytest.mark.parametrize("job", ["movielens100k", "movielens100k-ctr", "movielens100k-rating"])
+def test_each_shipped_space_names_only_settings_of_its_job(job: str) -> None:
+    config = str(CONFIGS / f"{job}.yaml")
+    SearchSpace.load(CONFIGS / "tune" / f"{job}.yaml").check(yaml.safe_load(resolved_config(["--config", config])), [config])
 
 
 @pytest.mark.parametrize(
