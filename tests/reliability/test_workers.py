@@ -181,6 +181,27 @@ def request_counts(server: Server, tries: int) -> dict[int, set[float]]:
     return counts
 
 
+def answers_by_worker(server: Server, path: str, pids: set[int], tries: int = 60) -> dict[int, list[dict[str, Any]]]:
+    """GET ``path`` on fresh connections until every worker of ``pids`` has answered it (200 each):
+    pid -> the bodies it sent (the access log names the worker of each request id)."""
+    bodies: dict[str, dict[str, Any]] = {}
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for attempt in range(tries):
+        request_id = f"route-{time.monotonic_ns()}-{attempt}"
+        response = httpx.get(f"{server.url}{path}", headers={"X-Request-ID": request_id}, timeout=60)
+        assert response.status_code == 200, (path, response.status_code, response.text[:300])
+        bodies[request_id] = response.json()
+        if attempt % 4 == 3:
+            time.sleep(0.2)  # the access log line follows the response
+            by_pid = {}
+            for record in server.records():
+                if record.get("request_id") in bodies:
+                    by_pid.setdefault(record["pid"], []).append(bodies[record["request_id"]])
+            if set(by_pid) == pids:
+                return by_pid
+    raise AssertionError(f"{path}: not every worker of {sorted(pids)} answered in {tries} requests: {sorted(by_pid)}")
+
+
 def recommend_pids(server: Server) -> set[int]:
     """The workers that answered /v1/recommend (the access log names each)."""
     return {record["pid"] for record in server.records() if record.get("path") == "/v1/recommend"}
@@ -207,6 +228,13 @@ def test_two_workers_follow_a_reload_and_count_requests_together(bundle_a, bundl
         assert not stale(load.answers, [reloaded], "1"), stale(load.answers, [reloaded], "1")[:5]
         assert any(a.version == "2" for a in load.answers) and recommend_pids(server) == set(before)
         assert {path.name for path in (state / "metrics").iterdir()} >= {f"counter_{pid}.db" for pid in before}
+        # The routes beside /v1/recommend follow the reload on every worker too, each answering as the others.
+        similar = answers_by_worker(server, "/v1/items/50/similar?k=10", set(before))
+        assert {body["model_version"] for bodies in similar.values() for body in bodies} == {"2"}, similar
+        assert len({str(body["items"]) for bodies in similar.values() for body in bodies}) == 1, similar
+        users = answers_by_worker(server, "/v1/users?prefix=19&limit=5", set(before))
+        assert len({str(body) for bodies in users.values() for body in bodies}) == 1, users
+        assert all(u.startswith("19") for u in next(iter(users.values()))[0]["users"]), users
         counts = request_counts(server, tries=30)
     assert set(counts) == set(before), counts  # both workers answered scrapes, each counting every request
     assert all(c == {float(len(load.answers))} for c in counts.values()), (len(load.answers), counts)
