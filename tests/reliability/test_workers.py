@@ -175,10 +175,14 @@ def request_counts(server: Server, tries: int) -> dict[int, set[float]]:
         scrapes[request_id] = samples(text, "wdrec_http_requests_total").get(labels, 0.0)
     time.sleep(0.5)  # the access log line follows the response
     counts: dict[int, set[float]] = {}
-    for record in server.records():
-        if record.get("request_id") in scrapes:
-            counts.setdefault(record["pid"], set()).add(scrapes[record["request_id"]])
+    for request_id, pid in workers_of(server, set(scrapes)).items():
+        counts.setdefault(pid, set()).add(scrapes[request_id])
     return counts
+
+
+def workers_of(server: Server, request_ids: set[str]) -> dict[str, int]:
+    """The worker (pid) that answered each of ``request_ids`` that the access log holds so far."""
+    return {record["request_id"]: record["pid"] for record in server.records() if record.get("request_id") in request_ids}
 
 
 def answers_by_worker(server: Server, path: str, pids: set[int], tries: int = 60) -> dict[int, list[dict[str, Any]]]:
@@ -194,9 +198,8 @@ def answers_by_worker(server: Server, path: str, pids: set[int], tries: int = 60
         if attempt % 4 == 3:
             time.sleep(0.2)  # the access log line follows the response
             by_pid = {}
-            for record in server.records():
-                if record.get("request_id") in bodies:
-                    by_pid.setdefault(record["pid"], []).append(bodies[record["request_id"]])
+            for request_id, pid in workers_of(server, set(bodies)).items():
+                by_pid.setdefault(pid, []).append(bodies[request_id])
             if set(by_pid) == pids:
                 return by_pid
     raise AssertionError(f"{path}: not every worker of {sorted(pids)} answered in {tries} requests: {sorted(by_pid)}")
