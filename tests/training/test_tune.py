@@ -18,6 +18,7 @@ from paths import CONFIGS
 
 from wdrec.cli import main
 from wdrec.job import resolved_config, run
+from wdrec.model.widedeep import Architecture
 from wdrec.training.tracking import HOST_TAG, PID_TAG
 from wdrec.tune import STATE_TAG, STUDY_TAG, SearchSpace, overrides
 
@@ -47,6 +48,14 @@ def test_the_shipped_space_reads_as_command_line_overrides() -> None:
 def test_each_shipped_space_names_only_settings_of_its_job(job: str) -> None:
     config = str(CONFIGS / f"{job}.yaml")
     SearchSpace.load(CONFIGS / "tune" / f"{job}.yaml").check(yaml.safe_load(resolved_config(["--config", config])), [config])
+
+
+def test_a_job_that_leaves_the_architecture_alone_can_search_it() -> None:
+    """Users' own jobs often say nothing about ``model:``: the architecture's defaults are its settings."""
+    features = str(CONFIGS / "features" / "movielens100k.yaml")
+    job = yaml.safe_load(resolved_config(["--config", features]))
+    assert job["model"]["architecture"]["dropout"] == Architecture().dropout
+    SearchSpace.load(CONFIGS / "tune" / "movielens100k-ctr.yaml").check(job, [features])
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ appends to a list across files. So one job file names its parts (``configs/featu
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -41,9 +42,13 @@ class ConfigFileError(ValueError):
 
 class WideDeepCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        from_command_line = args is None
         if args is None or isinstance(args, Sequence):
             args = expand_composed_configs(list(sys.argv[1:] if args is None else args))
-        super().parse_arguments(parser, args)
+        with warnings.catch_warnings():
+            if from_command_line:  # these args are the command line, expanded: not the mix Lightning warns of
+                warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+            super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.layout", "model.layout", apply_on="instantiate")
@@ -115,13 +120,26 @@ def selected_mode(data: EvaluatedData) -> str:
 
 
 def quiet_known_warnings() -> None:
-    """Warnings that do not apply to wdrec's in-memory, vectorised loaders, and
-    deprecations inside Lightning's own use of jsonargparse that users cannot act on."""
+    """Warnings that do not apply to wdrec's in-memory, vectorised loaders, deprecations inside
+    Lightning's own use of jsonargparse and torch that users cannot act on, Lightning's advert for
+    its cloud logger, and MLflow's progress bar over the few small files registering reads back."""
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for message in (
         r".*does not have many workers.*",
         r".*IterableDataset.*__len__.*",
         r".*Your `IterableDataset` has `__len__` defined.*",
         r".*The number of training batches .* is smaller than the logging interval.*",
+        r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
     ):
         warnings.filterwarnings("ignore", message=message)
+    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, WithoutAdverts) for f in lightning_info.filters):
+        lightning_info.addFilter(WithoutAdverts())
+
+
+class WithoutAdverts(logging.Filter):
+    """Drops Lightning's tips to install its cloud products (LitLogger, litmodels) from the output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()

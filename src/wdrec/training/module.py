@@ -58,7 +58,9 @@ class WideDeepModule(L.LightningModule):
         self,
         layout: dict | None = None,
         task: Literal["binary", "regression"] = "binary",
-        architecture: Architecture | None = None,
+        # An instance, not None: `--print_config` lists its settings, and `wdrec tune` can search them in
+        # jobs that never mention `model:`. Read through `asdict`, never changed.
+        architecture: Architecture | None = Architecture(),  # noqa: B008
         wide_optimizer: OptimizerCallable = FTRL,
         deep_optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
