@@ -90,6 +90,14 @@ class Parameter:
     step: float | None = None
     choices: tuple[Any, ...] = ()
 
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """What Optuna records for this parameter in each trial."""
+        if self.type == "float":
+            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        if self.type == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return optuna.distributions.CategoricalDistribution([_label(choice) for choice in self.choices])
+
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.type == "float":
             return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
@@ -125,6 +133,21 @@ class SearchSpace:
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         return {parameter.key: parameter.suggest(trial) for parameter in self.parameters}
+
+    def check_study(self, study: optuna.Study, storage: str) -> None:
+        """A resumed study's trials searched each parameter in a way Optuna can go on with: the same
+        kind, and for a categorical the same choices (a float or int range may move)."""
+        ours = {parameter.key: parameter.distribution() for parameter in self.parameters}
+        for trial in study.get_trials(deepcopy=False):
+            for key, theirs in trial.distributions.items():
+                if key not in ours:
+                    continue
+                try:
+                    optuna.distributions.check_distribution_compatibility(theirs, ours[key])
+                except ValueError:
+                    raise TuneError(f"search space {self.path}: {key}: study {study.study_name!r} in {redacted(storage)} "
+                                    f"searched it as {_described(theirs)}, this space as {_described(ours[key])}; "
+                                    f"give another --study-name for the new space") from None  # fmt: skip
 
     def check(self, job: dict[str, Any], configs: list[str]) -> None:
         """Every key names a setting of the job (``data.batch_size`` may skip ``init_args``, as on the command line)."""
@@ -178,6 +201,15 @@ def _number(value: Any, kind: str) -> float | None:
 def _label(choice: Any) -> Any:
     """What Optuna stores for a categorical choice: scalars as they are, lists and mappings as JSON text."""
     return choice if choice is None or isinstance(choice, bool | int | float | str) else json.dumps(choice)
+
+
+def _described(distribution: optuna.distributions.BaseDistribution) -> str:
+    """A distribution as a search space file writes it."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return f"categorical, choices {list(distribution.choices)}"
+    kind = "float" if isinstance(distribution, optuna.distributions.FloatDistribution) else "int"
+    spread = ", log" if distribution.log else f", step {distribution.step}" if distribution.step else ""
+    return f"{kind} from {distribution.low} to {distribution.high}{spread}"
 
 
 def _short(value: Any) -> str:
@@ -415,6 +447,7 @@ def tune(argv: list[str]) -> optuna.Study:
     name = options.study_name or "+".join(Path(config).stem for config in options.config)
     output = options.output or Path(f"best-{name}.yaml")
     study = open_study(options.storage, name, selection, options.seed, options.pruner == "median")
+    space.check_study(study, options.storage)
     for number in fail_abandoned_trials(study):
         print(f"wdrec tune: trial {number} was left running by a process that is gone: failed, queued again", flush=True)
     parent = ParentRun.open(study, job, options.storage)

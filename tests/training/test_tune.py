@@ -20,7 +20,7 @@ from wdrec.cli import main
 from wdrec.job import resolved_config, run
 from wdrec.model.widedeep import Architecture
 from wdrec.training.tracking import HOST_TAG, PID_TAG
-from wdrec.tune import STATE_TAG, STUDY_TAG, SearchSpace, overrides
+from wdrec.tune import STATE_TAG, STUDY_TAG, Parameter, SearchSpace, overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small index ops: 2 threads on a busy 2-core machine crawl
 
@@ -81,6 +81,28 @@ def test_a_bad_space_file_ends_in_one_line_naming_file_and_key(
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith(f"wdrec: search space {path}: ") and message in error, error
+
+
+def test_a_study_resumed_with_other_choices_is_refused_before_any_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Optuna cannot go on with a categorical whose choices changed; a moved float range it can."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=storage, study_name="ctr", direction="maximize")
+    earlier = {"data.batch_size": optuna.distributions.CategoricalDistribution([256, 512])}
+    study.add_trial(optuna.trial.create_trial(params={"data.batch_size": 512}, distributions=earlier, value=0.8))
+    path = tmp_path / "space.yaml"
+    path.write_text("parameters: {data.batch_size: {type: categorical, choices: [512, 1024]}}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--config", str(JOB), "--space", str(path), "--storage", storage, "--study-name", "ctr", "--n-trials", "2"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (f"wdrec: search space {path}: data.batch_size: study 'ctr' in {storage} searched it as categorical, "
+                     "choices [256, 512], this space as categorical, choices [512, 1024]; give another --study-name for the new space")  # fmt: skip
+    assert len(optuna.load_study(study_name="ctr", storage=storage).trials) == 1  # nothing started
+
+    earlier = {"model.architecture.dropout": optuna.distributions.FloatDistribution(0.0, 0.5, step=0.05)}
+    moved = SearchSpace(path, (Parameter("model.architecture.dropout", "float", low=0.0, high=0.6, step=0.05),))
+    study.add_trial(optuna.trial.create_trial(params={"model.architecture.dropout": 0.1}, distributions=earlier, value=0.8))
+    moved.check_study(study, storage)
 
 
 def test_a_study_tracks_its_trials_writes_a_config_that_trains_and_resumes(
