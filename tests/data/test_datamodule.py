@@ -76,6 +76,37 @@ def test_the_output_starts_at_the_mean_training_rating_for_the_rating_target(dat
     assert dm.output_bias == 0.0  # binary targets: logits start at 0
 
 
+def test_statistics_sum_up_each_entity_s_training_rows_and_reach_the_model_as_numbers(data_dir):
+    """count = log(1 + training rows); label_mean = (sum + 10 · global mean) / (rows + 10), as pandas says."""
+    statistics = [Field("user_rows", "user", kind="numeric", statistic="count"),
+                  Field("user_mean", "user", kind="numeric", statistic="label_mean"),
+                  Field("item_mean", "item", kind="numeric", statistic="label_mean")]  # fmt: skip
+    module = InteractionDataModule(MovieLens("100k"), [Field("user_id", "user"), Field("item_id", "item"), *statistics],
+                                   split="random", target="rating", data_dir=str(data_dir))  # fmt: skip
+    module.setup("fit")
+    train = module.splits.train
+    prior = train["label"].mean()
+    for frame, key, column in [(module.users_frame, "user_id", "user_mean"), (module.items_frame, "item_id", "item_mean")]:
+        grouped = train.groupby(key)["label"].agg(["sum", "count"]).reindex(frame[key]).fillna(0)
+        expected = (grouped["sum"] + 10 * prior) / (grouped["count"] + 10)
+        np.testing.assert_allclose(frame[column], expected, rtol=1e-5)
+    rows = train.groupby("user_id").size().reindex(module.users_frame["user_id"]).fillna(0)
+    np.testing.assert_allclose(module.users_frame["user_rows"], np.log1p(rows), rtol=1e-6)
+    never_rated = ~module.items_frame["item_id"].isin(train["item_id"])
+    assert never_rated.any() and np.allclose(module.items_frame.loc[never_rated, "item_mean"], prior)
+    layout = module.layout
+    assert (layout["user"]["num_dense"], layout["item"]["num_dense"]) == (2, 1)  # standardised numbers, deep part
+
+
+def test_a_mean_label_over_implicit_feedback_is_refused(data_dir):
+    """Every implicit training row is a positive: its mean says nothing."""
+    mean = Field("user_mean", "user", kind="numeric", statistic="label_mean")
+    with pytest.raises(ValueError, match="user_mean.*label_mean needs the binary or rating target"):
+        InteractionDataModule(MovieLens("100k"), [Field("user_id", "user"), Field("item_id", "item"), mean], data_dir=str(data_dir))
+    with pytest.raises(ValueError, match="statistic is a number: give it kind numeric"):
+        Field("user_mean", "user", statistic="label_mean")
+
+
 def test_train_batch_has_the_whole_layout(dm):
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
 

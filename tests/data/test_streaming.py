@@ -225,6 +225,11 @@ def test_missing_ids_name_file_row_group_and_column(tmp_path):
         StreamingDataModule(str(bad)).setup()
 
 
+def test_a_training_statistic_is_refused():
+    with pytest.raises(ValueError, match="user_rows.*needs them in memory.*InteractionDataModule"):
+        StreamingDataModule("log.parquet", features=[Field("user_rows", "user", kind="numeric", statistic="count")])
+
+
 def test_a_history_feature_is_refused():
     with pytest.raises(ValueError, match="history.*InteractionDataModule"):
         StreamingDataModule("log.parquet", features=[Field("history", "user", kind="history")])

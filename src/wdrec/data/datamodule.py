@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from wdrec.data.batches import RankingBatches, ResidentBatches, TrainBatches, with_negatives
-from wdrec.data.entities import build_items_frame, build_users_frame
+from wdrec.data.entities import build_items_frame, build_users_frame, with_training_statistics
 from wdrec.data.features import Cross, Field
 from wdrec.data.module import FeatureDataModule
 from wdrec.data.sampling import Distribution, UnseenItemSampler
@@ -106,6 +106,9 @@ class InteractionDataModule(FeatureDataModule):
         self.thresholds = (positive_threshold, negative_threshold)
         self.split_fractions = tuple(split_fractions)
         self.tie_break = tie_break
+        if target == "implicit" and (means := [f.name for f in self.fields if f.statistic == "label_mean"]):
+            raise ValueError(f"feature {means[0]!r}: statistic label_mean needs the binary or rating target; with "
+                             "implicit feedback every training row is a positive (count still tells how many)")  # fmt: skip
         if ranking and target == "rating":
             raise ValueError("ranking: the rating target is evaluated pointwise (RMSE, MAE); "
                              "ranking the catalogue needs the implicit or binary target")  # fmt: skip
@@ -127,7 +130,10 @@ class InteractionDataModule(FeatureDataModule):
         if self.splits.train.empty:
             raise ValueError(f"{self.source.name}: the training split is empty")
         positives = self._train_positives(self.splits.train)
-        self._use_entities(build_users_frame(data, positives), build_items_frame(data), train=self.splits.train)
+        train = self.splits.train
+        users = with_training_statistics(build_users_frame(data, positives), "user", self.fields, train)
+        items = with_training_statistics(build_items_frame(data), "item", self.fields, train)
+        self._use_entities(users, items, train=train)
         # Test rows may also look back on the validation interactions, which come before them.
         views = {"train": [positives], "test": [positives, self._train_positives(self.splits.val)]}
         self.timeline = Timeline(views, self._user_row, self.feature_spec)

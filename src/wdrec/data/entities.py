@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
-from wdrec.data.features import HISTORY_COLUMN, SideTensors
+from wdrec.data.features import HISTORY_COLUMN, Field, Side, SideTensors
 from wdrec.data.io import arrow_column
-from wdrec.data.schema import ITEM_ID, SEEN_COLUMN, TIMESTAMP, USER_ID, InteractionData
+from wdrec.data.schema import ITEM_ID, LABEL, SEEN_COLUMN, TIMESTAMP, USER_ID, InteractionData
 from wdrec.data.timeline import timeline_order
 
 
@@ -40,6 +40,29 @@ def build_users_frame(data: InteractionData, positives: pd.DataFrame) -> pd.Data
     frame[HISTORY_COLUMN] = lists_by_key(ids, positives[USER_ID], positives[ITEM_ID], order)
     frame[SEEN_COLUMN] = lists_by_key(ids, data.interactions[USER_ID], data.interactions[ITEM_ID])
     return frame
+
+
+PRIOR_ROWS = 10  # label_mean: as if each user or item had this many more rows at the global mean
+
+
+def with_training_statistics(frame: pd.DataFrame, side: Side, fields: list[Field], train: pd.DataFrame) -> pd.DataFrame:
+    """The ``side``'s entity ``frame`` plus a column per ``statistic`` field of that side, from the
+    training rows of each of its entities:
+    ``count`` is log(1 + rows), ``label_mean`` the mean label shrunk towards the global mean by
+    :data:`PRIOR_ROWS` (an entity without training rows gets the global mean). A training row's own
+    label is among those averaged: validation decided that this smoothing was enough (docs/benchmarks.md)."""
+    wanted = [f for f in fields if f.statistic is not None and f.side == side]
+    if not wanted:
+        return frame
+    id_column = USER_ID if side == "user" else ITEM_ID
+    codes = pd.Index(frame[id_column]).get_indexer(train[id_column])
+    known = codes >= 0
+    labels = train[LABEL].to_numpy(dtype=np.float64)[known]
+    rows = np.bincount(codes[known], minlength=len(frame))
+    sums = np.bincount(codes[known], weights=labels, minlength=len(frame))
+    prior = labels.mean() if len(labels) else 0.0
+    values = {"count": np.log1p(rows), "label_mean": (sums + PRIOR_ROWS * prior) / (rows + PRIOR_ROWS)}
+    return frame.assign(**{f.column: values[f.statistic].astype(np.float32) for f in wanted})
 
 
 def build_items_frame(data: InteractionData) -> pd.DataFrame:

@@ -443,6 +443,9 @@ class StreamingDataModule(FeatureDataModule):
             )
         if target not in ("implicit", "binary", "rating"):
             raise ValueError(f"target must be implicit, binary or rating, got {target!r}")
+        if statistics := [f.name for f in self.fields if f.statistic is not None]:
+            raise ValueError(f"feature {statistics[0]!r}: a statistic over the training rows needs them in memory; "
+                             "StreamingDataModule reads them once per epoch, use InteractionDataModule")  # fmt: skip
         history = [f.name for f in self.fields if f.kind == "history"]
         if history:
             raise ValueError(
