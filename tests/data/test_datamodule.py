@@ -80,7 +80,8 @@ def test_statistics_sum_up_each_entity_s_training_rows_and_reach_the_model_as_nu
     """count = log(1 + training rows); label_mean = (sum + 10 · global mean) / (rows + 10), as pandas says."""
     statistics = [Field("user_rows", "user", kind="numeric", statistic="count"),
                   Field("user_mean", "user", kind="numeric", statistic="label_mean"),
-                  Field("item_mean", "item", kind="numeric", statistic="label_mean")]  # fmt: skip
+                  Field("item_mean", "item", kind="numeric", statistic="label_mean"),
+                  Field("item_time", "item", kind="numeric", statistic="mean_time")]  # fmt: skip
     module = InteractionDataModule(MovieLens("100k"), [Field("user_id", "user"), Field("item_id", "item"), *statistics],
                                    split="random", target="rating", data_dir=str(data_dir))  # fmt: skip
     module.setup("fit")
@@ -92,10 +93,14 @@ def test_statistics_sum_up_each_entity_s_training_rows_and_reach_the_model_as_nu
         np.testing.assert_allclose(frame[column], expected, rtol=1e-5)
     rows = train.groupby("user_id").size().reindex(module.users_frame["user_id"]).fillna(0)
     np.testing.assert_allclose(module.users_frame["user_rows"], np.log1p(rows), rtol=1e-6)
-    never_rated = ~module.items_frame["item_id"].isin(train["item_id"])
+    days = (train["timestamp"] / 86_400).groupby(train["item_id"]).mean().reindex(module.items_frame["item_id"])
+    rated = days.notna().to_numpy()
+    np.testing.assert_allclose(module.items_frame["item_time"][rated], days[rated], rtol=1e-6)  # float32 days: ~1 minute
+    never_rated = ~rated
     assert never_rated.any() and np.allclose(module.items_frame.loc[never_rated, "item_mean"], prior)
+    assert np.allclose(module.items_frame.loc[never_rated, "item_time"], (train["timestamp"] / 86_400).mean())
     layout = module.layout
-    assert (layout["user"]["num_dense"], layout["item"]["num_dense"]) == (2, 1)  # standardised numbers, deep part
+    assert (layout["user"]["num_dense"], layout["item"]["num_dense"]) == (2, 2)  # standardised numbers, deep part
 
 
 def test_a_mean_label_over_implicit_feedback_is_refused(data_dir):
@@ -421,6 +426,16 @@ def test_a_feature_missing_from_the_users_file_is_named(tmp_path):
 
     with pytest.raises(DataError, match="column 'age': missing; feature 'age' reads it"):
         dm.setup("fit")
+
+
+def test_a_mean_time_without_timestamps_is_refused_by_name(tmp_path):
+    path = tmp_path / "clicks.csv"
+    path.write_text("user,item\n1,10\n1,11\n1,12\n2,10\n2,11\n2,12\n")
+    when = Field("user_time", "user", kind="numeric", statistic="mean_time")
+    source = Files(str(path), user_column="user", item_column="item")
+    module = InteractionDataModule(source, [Field("user_id", "user"), Field("item_id", "item"), when], split="random")
+    with pytest.raises(DataError, match="column 'timestamp': feature 'user_time' \\(statistic mean_time\\) needs timestamps"):
+        module.setup("fit")
 
 
 def test_good_files_make_a_datamodule(tmp_path):

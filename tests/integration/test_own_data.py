@@ -114,7 +114,8 @@ def write_config(case: Case, source: dict[str, object], folder: Path) -> Path:
     if case.target == "binary":  # target statistics: stored in the bundle's tables, served to known users
         features += [{"name": "user_clicks", "side": "user", "kind": "numeric", "statistic": "count"},
                      {"name": "user_click_rate", "side": "user", "kind": "numeric", "statistic": "label_mean"},
-                     {"name": "item_click_rate", "side": "item", "kind": "numeric", "statistic": "label_mean"}]  # fmt: skip
+                     {"name": "item_click_rate", "side": "item", "kind": "numeric", "statistic": "label_mean"},
+                     {"name": "item_clicked_when", "side": "item", "kind": "numeric", "statistic": "mean_time"}]  # fmt: skip
     if case.sides:
         features += [
             {"name": "age", "side": "user", "kind": "numeric", "transform": "bucketize", "boundaries": [18, 25, 35, 45, 56]},

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from wdrec.data.features import HISTORY_COLUMN, Field, Side, SideTensors
 from wdrec.data.io import arrow_column
-from wdrec.data.schema import ITEM_ID, LABEL, SEEN_COLUMN, TIMESTAMP, USER_ID, InteractionData
+from wdrec.data.schema import ITEM_ID, LABEL, SEEN_COLUMN, TIMESTAMP, USER_ID, DataError, InteractionData
 from wdrec.data.timeline import timeline_order
 
 
@@ -43,26 +43,46 @@ def build_users_frame(data: InteractionData, positives: pd.DataFrame) -> pd.Data
 
 
 PRIOR_ROWS = 10  # label_mean: as if each user or item had this many more rows at the global mean
+DAY_S = 86_400
 
 
 def with_training_statistics(frame: pd.DataFrame, side: Side, fields: list[Field], train: pd.DataFrame) -> pd.DataFrame:
     """The ``side``'s entity ``frame`` plus a column per ``statistic`` field of that side, from the
     training rows of each of its entities:
-    ``count`` is log(1 + rows), ``label_mean`` the mean label shrunk towards the global mean by
-    :data:`PRIOR_ROWS` (an entity without training rows gets the global mean). A training row's own
-    label is among those averaged: validation decided that this smoothing was enough (docs/benchmarks.md)."""
+
+    - ``count``: log(1 + rows);
+    - ``label_mean``: the mean label or rating, shrunk towards the global mean by :data:`PRIOR_ROWS`;
+    - ``mean_time``: the mean time of the rows, in days since 1970 (needs timestamps).
+
+    An entity without training rows gets the global mean. A training row's own label is among
+    those averaged: validation decided that the shrinkage was enough (docs/architecture.md)."""
     wanted = [f for f in fields if f.statistic is not None and f.side == side]
     if not wanted:
         return frame
+    if TIMESTAMP not in train.columns and (timed := [f.name for f in wanted if f.statistic == "mean_time"]):
+        raise DataError("the interactions", TIMESTAMP, f"feature {timed[0]!r} (statistic mean_time) needs timestamps")
     id_column = USER_ID if side == "user" else ITEM_ID
     codes = pd.Index(frame[id_column]).get_indexer(train[id_column])
     known = codes >= 0
-    labels = train[LABEL].to_numpy(dtype=np.float64)[known]
     rows = np.bincount(codes[known], minlength=len(frame))
-    sums = np.bincount(codes[known], weights=labels, minlength=len(frame))
-    prior = labels.mean() if len(labels) else 0.0
-    values = {"count": np.log1p(rows), "label_mean": (sums + PRIOR_ROWS * prior) / (rows + PRIOR_ROWS)}
-    return frame.assign(**{f.column: values[f.statistic].astype(np.float32) for f in wanted})
+
+    def shrunk_mean(values: np.ndarray, prior_rows: int) -> np.ndarray:
+        """Each entity's mean of ``values`` over its rows, with ``prior_rows`` more at the global mean."""
+        values = values[known]
+        prior = values.mean() if len(values) else 0.0
+        sums = np.bincount(codes[known], weights=values, minlength=len(frame)) + prior_rows * prior
+        weight = rows + prior_rows
+        return np.divide(sums, weight, out=np.full(len(frame), prior), where=weight > 0)
+
+    columns = {}
+    for f in wanted:
+        if f.statistic == "count":
+            columns[f.column] = np.log1p(rows)
+        elif f.statistic == "label_mean":
+            columns[f.column] = shrunk_mean(train[LABEL].to_numpy(dtype=np.float64), PRIOR_ROWS)
+        else:
+            columns[f.column] = shrunk_mean(train[TIMESTAMP].to_numpy(dtype=np.float64) / DAY_S, 0)
+    return frame.assign(**{name: values.astype(np.float32) for name, values in columns.items()})
 
 
 def build_items_frame(data: InteractionData) -> pd.DataFrame:

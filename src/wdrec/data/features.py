@@ -76,9 +76,9 @@ class Field:
     wide: bool = True  # one-hot ids into the wide part (categorical, buckets, multi-hot)
     deep: bool = True  # embedding or dense value into the deep part
     embedding_dim: int | None = None  # None: 6 * cardinality ** 0.25, within [4, 64]
-    # numeric only: computed from the training rows for the side's user or item instead of read from
-    # a table (count: log(1 + interactions); label_mean: the mean label or rating, shrunk to the global one)
-    statistic: Literal["count", "label_mean"] | None = None
+    # numeric only: computed from the training rows for the side's user or item instead of read from a table
+    # (count: log(1 + rows); label_mean: the mean label or rating, shrunk to the global one; mean_time: when, on average)
+    statistic: Literal["count", "label_mean", "mean_time"] | None = None
 
     def __post_init__(self) -> None:
         if self.side not in SIDES:
@@ -91,8 +91,8 @@ class Field:
             raise ValueError(f"feature {self.name!r}: transform must be standardize or bucketize, got {self.transform!r}")
         if self.kind == "history" and self.side != "user":
             raise ValueError(f"feature {self.name!r}: history is a user-side feature")
-        if self.statistic not in (None, "count", "label_mean"):
-            raise ValueError(f"feature {self.name!r}: statistic must be count or label_mean, got {self.statistic!r}")
+        if self.statistic not in (None, "count", "label_mean", "mean_time"):
+            raise ValueError(f"feature {self.name!r}: statistic must be count, label_mean or mean_time, got {self.statistic!r}")
         if self.statistic is not None and self.kind != "numeric":
             raise ValueError(f"feature {self.name!r}: a statistic is a number: give it kind numeric, not {self.kind}")
         if self.max_length < 1 or self.min_count < 1:
