@@ -3,7 +3,8 @@ test AUC, wall time and training samples/s side by side, at each batch size of `
 
 The split is ``configs/movielens100k-ctr.yaml``'s (ratings >= 4 → 1, <= 2 → 0, random
 80/10/10, ``data.seed`` 42), written once to Parquet with the raw feature columns (user id,
-age, gender, occupation; item id, genres, release year). Every model trains on its train rows
+age, gender, occupation; item id, genres, release year) and the job's statistics of the training
+rows (``statistic`` features), which DeepCTR-Torch gets as standardised numbers. Every model trains on its train rows
 for the same epochs at the same batch size, keeps the epoch with the best validation AUC, and is
 scored once on the test rows. Each runs as a fresh process and is timed end to end, from
 process start (imports, reading the data, encoding it) to the test AUC. Training samples/s is
@@ -50,8 +51,9 @@ def write_split(folder: Path) -> dict[str, int]:
     datamodule = cli.datamodule
     datamodule.prepare_data()
     datamodule.setup("fit")
-    users = datamodule.users_frame[["user_id", "age", "gender", "occupation"]]
-    items = datamodule.items_frame[["item_id", "genres", "release_year"]]
+    statistics = {side: [f.column for f in datamodule.fields if f.statistic and f.side == side] for side in ("user", "item")}
+    users = datamodule.users_frame[["user_id", "age", "gender", "occupation", *statistics["user"]]]
+    items = datamodule.items_frame[["item_id", "genres", "release_year", *statistics["item"]]]
     sizes = {}
     for stage, rows in datamodule.rows.items():
         frame = pd.concat([users.iloc[rows["user"].numpy()].reset_index(drop=True),
@@ -106,6 +108,11 @@ def peer_child(data: Path, epochs: int, batch: int) -> None:
     for frame in frames.values():
         frame["age"] = np.digitize(frame["age"], AGE_BOUNDARIES).astype(str)
         frame["year"] = (frame["release_year"].fillna(train["release_year"].mean()) - train["release_year"].mean()) / train["release_year"].std()
+    numbers = [c for c in train.columns if c not in (*categorical, "genres", "release_year", "year", "label")]  # the job's statistics
+    scale = {column: (train[column].mean(), train[column].std()) for column in numbers}  # before train's own change
+    for frame in frames.values():
+        for column, (mean, sd) in scale.items():
+            frame[column] = (frame[column] - mean) / sd
     vocab = {c: {v: i + 1 for i, v in enumerate(sorted(train[c].astype(str).unique()))} for c in categorical}  # 0: unseen
     genres = {g: i + 1 for i, g in enumerate(sorted({g for row in train["genres"] for g in row}))}
     max_genres = max(len(row) for frame in frames.values() for row in frame["genres"])
@@ -117,6 +124,7 @@ def peer_child(data: Path, epochs: int, batch: int) -> None:
             codes = [genres.get(g, 0) for g in values]
             bags[row, : len(codes)] = codes
         x["genres"], x["year"] = bags, frame["year"].to_numpy("float32")
+        x |= {column: frame[column].to_numpy("float32") for column in numbers}
         return x
 
     x = {stage: inputs(frame) for stage, frame in frames.items()}
@@ -126,7 +134,7 @@ def peer_child(data: Path, epochs: int, batch: int) -> None:
 
     columns = [SparseFeat(c, len(vocab[c]) + 1, embedding_dim=16) for c in categorical]
     columns += [VarLenSparseFeat(SparseFeat("genres", len(genres) + 1, embedding_dim=16), max_genres, combiner="mean"),
-                DenseFeat("year", 1)]  # fmt: skip
+                DenseFeat("year", 1), *(DenseFeat(column, 1) for column in numbers)]  # fmt: skip
     torch.manual_seed(0)
     model = WDL(columns, columns, dnn_hidden_units=(256, 128, 64), dnn_dropout=0.3, task="binary", device="cpu")
     model.compile("adam", "binary_crossentropy")
