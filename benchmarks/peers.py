@@ -4,8 +4,8 @@ test AUC, wall time and training samples/s side by side, at each batch size of `
 The split is ``configs/movielens100k-ctr.yaml``'s (ratings >= 4 → 1, <= 2 → 0, random
 80/10/10, ``data.seed`` 42), written once to Parquet with the raw feature columns (user id,
 age, gender, occupation; item id, genres, release year) and the job's statistics of the training
-rows (``statistic`` features), which DeepCTR-Torch gets as standardised numbers. Every model trains on its train rows
-for the same epochs at the same batch size, keeps the epoch with the best validation AUC, and is
+rows (``statistic`` features), which DeepCTR-Torch gets as standardised numbers. Every model
+trains on its train rows for the same epochs at the same batch size, keeps the epoch with the best validation AUC, and is
 scored once on the test rows. Each runs as a fresh process and is timed end to end, from
 process start (imports, reading the data, encoding it) to the test AUC. Training samples/s is
 per epoch, training batches only (validation left out on both sides), the median over the

@@ -77,7 +77,8 @@ def test_the_output_starts_at_the_mean_training_rating_for_the_rating_target(dat
 
 
 def test_statistics_sum_up_each_entity_s_training_rows_and_reach_the_model_as_numbers(data_dir):
-    """count = log(1 + training rows); label_mean = (sum + 10 · global mean) / (rows + 10), as pandas says."""
+    """count = log(1 + training rows); label_mean = (sum + 10 · global mean) / (rows + 10); mean_time = mean
+    days since 1970; an entity without training rows gets the global means. As pandas computes them."""
     statistics = [Field("user_rows", "user", kind="numeric", statistic="count"),
                   Field("user_mean", "user", kind="numeric", statistic="label_mean"),
                   Field("item_mean", "item", kind="numeric", statistic="label_mean"),
