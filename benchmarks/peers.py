@@ -5,8 +5,8 @@ The split is ``configs/movielens100k-ctr.yaml``'s (ratings >= 4 → 1, <= 2 → 
 80/10/10, ``data.seed`` 42), written once to Parquet with the raw feature columns (user id,
 age, gender, occupation; item id, genres, release year) and the job's statistics of the training
 rows (``statistic`` features), which DeepCTR-Torch gets as standardised numbers. Every model
-trains on its train rows for the same epochs at the same batch size, keeps the epoch with the best validation AUC, and is
-scored once on the test rows. Each runs as a fresh process and is timed end to end, from
+trains on its train rows for the same epochs at the same batch size, with the same hidden layers
+(the job's), keeps the epoch with the best validation AUC, and is scored once on the test rows. Each runs as a fresh process and is timed end to end, from
 process start (imports, reading the data, encoding it) to the test AUC. Training samples/s is
 per epoch, training batches only (validation left out on both sides), the median over the
 epochs after the first. With ``--repeats N`` each model runs N times per batch size, alternating
@@ -39,8 +39,9 @@ AGE_BOUNDARIES = [18, 25, 35, 45, 50, 56]  # as configs/features/movielens100k.y
 PEERS = {"deepctr": ["deepctr-torch", "requests"]}  # the peer, and what pip installs for it (it imports requests undeclared)
 
 
-def write_split(folder: Path) -> dict[str, int]:
-    """The PW job's train/val/test rows with raw features, as Parquet in ``folder``."""
+def write_split(folder: Path) -> tuple[dict[str, int], list[int]]:
+    """The PW job's train/val/test rows with raw features, as Parquet in ``folder``; their sizes, and
+    the job's hidden layers (the peers train the same shape of MLP)."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -62,7 +63,7 @@ def write_split(folder: Path) -> dict[str, int]:
         table = pa.Table.from_pandas(frame, preserve_index=False)  # without pandas' metadata: plain types for any reader
         pq.write_table(table.replace_schema_metadata(None), folder / f"{stage}.parquet")
         sizes[stage] = len(frame)
-    return sizes
+    return sizes, list(cli.model.hparams.architecture["hidden"])
 
 
 def timed(command: list[str], cwd: Path) -> dict:
@@ -94,7 +95,7 @@ exit_quickly()  # as the `wdrec` command ends
 """
 
 
-def peer_child(data: Path, epochs: int, batch: int) -> None:
+def peer_child(data: Path, epochs: int, batch: int, hidden: list[int]) -> None:
     """Run in the peers' venv: DeepCTR-Torch's WDL on the Parquet split; prints one JSON line."""
     import numpy as np
     import pandas as pd
@@ -136,7 +137,7 @@ def peer_child(data: Path, epochs: int, batch: int) -> None:
     columns += [VarLenSparseFeat(SparseFeat("genres", len(genres) + 1, embedding_dim=16), max_genres, combiner="mean"),
                 DenseFeat("year", 1), *(DenseFeat(column, 1) for column in numbers)]  # fmt: skip
     torch.manual_seed(0)
-    model = WDL(columns, columns, dnn_hidden_units=(256, 128, 64), dnn_dropout=0.3, task="binary", device="cpu")
+    model = WDL(columns, columns, dnn_hidden_units=tuple(hidden), dnn_dropout=0.3, task="binary", device="cpu")
     model.compile("adam", "binary_crossentropy")
     best, state, rates = -1.0, None, []
     for _ in range(epochs):
@@ -172,20 +173,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of every model per batch size, alternating which goes first")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--hidden", type=int, nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        peer_child(args.data, args.epochs, args.batch[0])
+        peer_child(args.data, args.epochs, args.batch[0], args.hidden)
         return
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        rows = write_split(folder)
+        rows, hidden = write_split(folder)
         problems = {name: peer_venv(args.venv, packages) for name, packages in PEERS.items()}
         for batch in args.batch:
             for repeat in range(args.repeats):
                 commands = {"wdrec": [sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(batch), str(HERE)]}
                 commands |= {name: [str(args.venv / "bin" / "python"), __file__, "--child", "--data", str(folder),
-                                    "--epochs", str(args.epochs), "--batch", str(batch)] for name in PEERS}  # fmt: skip
+                                    "--epochs", str(args.epochs), "--batch", str(batch),
+                                    "--hidden", *map(str, hidden)] for name in PEERS}  # fmt: skip
                 results: dict = {"batch": batch, "repeat": repeat}
                 for name in list(commands)[:: 1 if repeat % 2 == 0 else -1]:  # alternate who runs first
                     if problems.get(name):
@@ -196,7 +199,7 @@ def main() -> None:
                 print(json.dumps(results), flush=True)
                 runs.append(results)
     write_json(args.json or "benchmarks/results/peers.json",
-               {"rows": rows, "epochs": args.epochs, "runs": runs, "medians": medians(runs)}, sys.argv)  # fmt: skip
+               {"rows": rows, "epochs": args.epochs, "hidden": hidden, "runs": runs, "medians": medians(runs)}, sys.argv)  # fmt: skip
 
 
 def medians(runs: list[dict]) -> list[dict]:

@@ -72,10 +72,11 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(bundle_a: Pat
             try:
                 case.validate_response(response, checks=CHECKS)
             except (AssertionError, BaseExceptionGroup) as error:  # schemathesis' FailureGroup, or one failure
-                failures.append(f"{operation.label} [{mode.value}] {str(error)[:1500]}")
+                # with the request as a curl command: hypothesis draws afresh each run, so the failure must carry its case
+                failures.append(f"{operation.label} [{mode.value}] {str(error)[:1500]}\n{case.as_curl_command(headers)}")
             sent = f"{case.body!r} {case.query!r} {dict(case.headers or {})!r}"
             if response.status_code >= 400 and (found := leaks(response.text, sent)):
-                failures.append(f"{operation.label}: {found} in {response.text[:500]}")
+                failures.append(f"{operation.label}: {found} in {response.text[:500]}\n{case.as_curl_command(headers)}")
 
         return exercise
 
