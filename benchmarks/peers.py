@@ -6,10 +6,10 @@ The split is ``configs/movielens100k-ctr.yaml``'s (ratings >= 4 → 1, <= 2 → 
 age, gender, occupation; item id, genres, release year) and the job's statistics of the training
 rows (``statistic`` features), which DeepCTR-Torch gets as standardised numbers. Every model
 trains on its train rows for the same epochs at the same batch size, with the same hidden layers
-(the job's), keeps the epoch with the best validation AUC, and is scored once on the test rows. Each runs as a fresh process and is timed end to end, from
-process start (imports, reading the data, encoding it) to the test AUC. Training samples/s is
-per epoch, training batches only (validation left out on both sides), the median over the
-epochs after the first. With ``--repeats N`` each model runs N times per batch size, alternating
+(the job's), keeps the epoch with the best validation AUC, and is scored once on the test rows.
+Each runs as a fresh process and is timed end to end, from process start (imports, reading the
+data, encoding it) to the test AUC. Training samples/s is per epoch, training batches only
+(validation left out on both sides), the median over the epochs after the first. With ``--repeats N`` each model runs N times per batch size, alternating
 which goes first, and the JSON adds the medians (one wall time moves by ±10% on a shared machine).
 The first wdrec run also creates its MLflow store in the scratch folder (2.5 s, once per store).
 
