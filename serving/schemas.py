@@ -59,12 +59,13 @@ FilterValue = Annotated[Any, AfterValidator(_value_check(allow_null=False)), Wit
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+    # A misspelt field is an error, not silently ignored; and a value has the schema's type
+    # exactly (strict): `"k": true` or `"exclude_seen": 1` is a 422, not k=1 or True.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecommendRequest(_Request):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"user_id": "196", "k": 10, "exclude_seen": True},
@@ -174,7 +175,6 @@ class SimilarResponse(BaseModel):
 
 class ScoreRequest(_Request):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"user_id": "196", "item_ids": ["242", "302"]}, {"user_id": 196, "item_ids": [242, 302]}]},
     )
 
@@ -217,7 +217,7 @@ class ModelResponse(BaseModel):
 
 
 class ReloadRequest(_Request):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model": "models:/wdrec@champion"}, {}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"model": "models:/wdrec@champion"}, {}]})
 
     model: str | None = Field(None, max_length=4096, description="bundle path or models:/ URI (default: the one served at start)")
 

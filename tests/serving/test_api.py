@@ -184,6 +184,13 @@ def test_served_scores_equal_the_offline_scores(client, trained_run, bundle, sco
         ("/v1/recommend", {"user_id": USER, "k": 101}, "k"),
         ("/v1/recommend", {"user_id": USER, "k": "ten"}, "k"),
         ("/v1/recommend", {"user_id": USER, "k": 2.5}, "k"),
+        # The schema's types, exactly: no coercion of booleans, numeric strings or whole floats.
+        ("/v1/recommend", {"user_id": USER, "k": True}, "k"),
+        ("/v1/recommend", {"user_id": USER, "k": "10"}, "k"),
+        ("/v1/recommend", {"user_id": USER, "k": 10.0}, "k"),
+        ("/v1/recommend", {"user_id": USER, "exclude_seen": 1}, "exclude_seen"),
+        ("/v1/recommend", {"user_id": USER, "explain": "true"}, "explain"),
+        ("/v1/recommend", {"user_id": USER, "explain": True, "explain_terms": False}, "explain_terms"),
         ("/v1/recommend", {"k": 10}, "user_id"),
         ("/v1/recommend", {"user_id": True}, "user_id"),
         ("/v1/recommend", {"user_id": {"id": 1}}, "user_id"),
