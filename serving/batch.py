@@ -119,11 +119,12 @@ def users_of(model: ServedModel, frame: pd.DataFrame | None, origin: str = "user
     if frame is None:
         return Users(list(model.user_rows))
     frame = frame.drop_duplicates(USER_ID)
-    fields = [f for f in model.reference.spec.side_fields("user") if f.column != USER_ID and f.column in frame]
-    if not fields:
+    spec = model.reference.spec
+    columns = [c for c in spec.given_columns("user") if c in frame]
+    if not columns:
         return Users(frame[USER_ID].tolist(), None, origin)
-    features = frame[list(dict.fromkeys(f.column for f in fields))].reset_index(drop=True)  # a column may feed two fields
-    for column in {f.column for f in fields if f.is_bag}:
+    features = frame[columns].reset_index(drop=True)
+    for column in {f.column for f in spec.bag_fields("user") if f.column in columns}:
         if not isinstance(features[column].dtype, pd.ArrowDtype):  # text (CSV) is split on "|"; Parquet lists stay
             features[column] = split_strings(features[column], "|")
     return Users(frame[USER_ID].tolist(), features, origin)

@@ -89,13 +89,14 @@ def load_model(
             metrics={k: _finite(v) for k, v in (metadata.get("metrics") or {}).items()},
             features=[{"name": f.name, "side": f.side, "kind": f.kind, "column": f.column} for f in spec.fields],
             crosses=[list(c.fields) for c in spec.crosses],
-            cold_start_features=[f.column for f in spec.side_fields("user") if f.column != "user_id"],
+            cold_start_features=spec.given_columns("user"),
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
             fast_path=precomputed is not None,
             retrieval=f"two_stage({candidates})" if candidates else "full",
         )
         user_rows = {user: row for row, user in enumerate(reference.user_index.tolist())}
-        model = ServedModel(info, Catalogue(bundle.items), reference, blank, user_rows, precomputed)
+        catalogue = Catalogue(bundle.items.drop(columns=spec.statistic_columns("item")))  # what the items are, not what training counted
+        model = ServedModel(info, catalogue, reference, blank, user_rows, precomputed)
         _probe(model)
         if candidates:  # the prior: what the model prefers for a user with no known feature
             prior = model.score(User(blank, None, torch.zeros(0, dtype=torch.long)))

@@ -21,7 +21,6 @@ from serving.catalogue import Catalogue, RequestError, as_text
 from serving.precomputed import PrecomputedScorer
 from serving.retrieval import CandidateGenerator
 from wdrec.data.features import SideTensors
-from wdrec.data.schema import USER_ID
 from wdrec.export.scorer import Scorer
 from wdrec.export.similar import SimilarItems
 
@@ -96,7 +95,8 @@ class ServedModel:
         return self.reference.score_user(user.features, rows)
 
     def _cold_start(self, features: Mapping[str, Any]) -> SideTensors:
-        fields = {f.column: f for f in self.reference.spec.side_fields("user") if f.column != USER_ID}
+        given = set(self.reference.spec.given_columns("user"))
+        fields = {f.column: f for f in self.reference.spec.side_fields("user") if f.column in given}
         unknown = sorted(set(features) - set(fields))
         if unknown:
             raise RequestError("user_features", f"unknown feature(s) {unknown}; this model reads {sorted(fields)}")

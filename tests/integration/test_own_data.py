@@ -160,6 +160,14 @@ def test_own_files_train_register_and_serve(case: Case, movielens_100k: Interact
         assert len(body["items"]) == 5 and not body["cold_start"] and body["model_version"] == str(champion.version)
         scores = [item["score"] for item in body["items"]]
         assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+        if case.target == "binary":  # statistics feed the model; they are neither item content nor request input
+            counted = {"item_click_rate", "item_clicked_when"}
+            assert not counted & {key for item in body["items"] for key in item}, body["items"][0]
+            assert not {"user_clicks", "user_click_rate"} & set(httpx.get(f"{server.url}/v1/model").json()["cold_start_features"])
+            refused = httpx.post(f"{server.url}/v1/recommend", json={"user_id": "196", "filters": {"item_click_rate": 0.5}})
+            assert refused.status_code == 422 and "filters.item_click_rate" in refused.text, refused.text
+            refused = httpx.post(f"{server.url}/v1/recommend", json={"user_id": "new", "user_features": {"user_clicks": 3}})
+            assert refused.status_code == 422 and "user_features" in refused.text, refused.text
         if case.sides:  # a user the files never mention, described by the users table's columns
             cold = {"user_id": "new-customer", "k": 3, "user_features": {"age": 30, "occupation": "writer"}}
             answer = httpx.post(f"{server.url}/v1/recommend", json=cold, timeout=30)

@@ -247,6 +247,16 @@ class FeatureSpec:
     def side_fields(self, side: Side) -> list[Field]:
         return [f for f in self.fields if f.side == side]
 
+    def statistic_columns(self, side: Side) -> list[str]:
+        """Columns that training computes from the side's rows (``statistic`` fields): the model's
+        inputs, but neither catalogue content nor something a request can know."""
+        return [f.column for f in self.side_fields(side) if f.statistic is not None]
+
+    def given_columns(self, side: Side) -> list[str]:
+        """The side's feature columns that an entity table or a request gives: not its id, nor its statistics."""
+        left_out = {USER_ID if side == "user" else ITEM_ID, *self.statistic_columns(side)}
+        return list(dict.fromkeys(f.column for f in self.side_fields(side) if f.column not in left_out))
+
     def categorical_fields(self, side: Side) -> list[Field]:
         return [f for f in self.side_fields(side) if f.is_categorical]
 
