@@ -1,9 +1,12 @@
-"""Plots a person would rather look at than read: training curves and the validation ROC."""
+"""Plots a person would rather look at than read (training curves, the validation ROC), and
+weight averaging whose checkpoints mean the same thing in every stage."""
 
 from __future__ import annotations
 
 import lightning as L
 import matplotlib
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 
 matplotlib.use("Agg")  # no display on training machines
 
@@ -77,3 +80,22 @@ def roc_figure(trainer: L.Trainer, pl_module: L.LightningModule) -> plt.Figure:
     axis.legend(loc="lower right")
     figure.tight_layout()
     return figure
+
+
+class AveragedWeights(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights, which validation sees and
+    checkpoints (hence the bundle) hold, made to hold after ``fit`` too.
+
+    Lightning's callback keeps its average after ``fit`` and, when a later stage loads a
+    checkpoint (``trainer.test(ckpt_path="best")`` in the same process), restores the raw
+    weights saved beside the average and swaps its own last average in for validation: the
+    figures would not be the checkpoint's. Here the checkpoint's averaged weights are the
+    model in every stage but a resumed ``fit``."""
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._average_model = None  # from now on the checkpoints hold the average
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:  # resuming: the average and the raw weights both come back
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

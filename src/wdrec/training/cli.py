@@ -120,9 +120,10 @@ def selected_mode(data: EvaluatedData) -> str:
 
 
 def quiet_known_warnings() -> None:
-    """Warnings that do not apply to wdrec's in-memory, vectorised loaders, deprecations inside
-    Lightning's own use of jsonargparse and torch that users cannot act on, Lightning's advert for
-    its cloud logger, and MLflow's progress bar over the few small files registering reads back."""
+    """Warnings that do not apply to wdrec's in-memory, vectorised loaders or to its model (which
+    shards nothing that weight averaging would miss), deprecations inside Lightning's own use of
+    jsonargparse and torch that users cannot act on, Lightning's advert for its cloud logger, and
+    MLflow's progress bar over the few small files registering reads back."""
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for message in (
@@ -131,6 +132,7 @@ def quiet_known_warnings() -> None:
         r".*Your `IterableDataset` has `__len__` defined.*",
         r".*The number of training batches .* is smaller than the logging interval.*",
         r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+        r".*WeightAveraging callback with a model that overrides the configure_model.*",  # ours only compiles
     ):
         warnings.filterwarnings("ignore", message=message)
     lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
