@@ -163,10 +163,10 @@ def test_own_files_train_register_and_serve(case: Case, movielens_100k: Interact
         if case.target == "binary":  # statistics feed the model; they are neither item content nor request input
             counted = {"item_click_rate", "item_clicked_when"}
             assert not counted & {key for item in body["items"] for key in item}, body["items"][0]
-            assert not {"user_clicks", "user_click_rate"} & set(httpx.get(f"{server.url}/v1/model").json()["cold_start_features"])
-            refused = httpx.post(f"{server.url}/v1/recommend", json={"user_id": "196", "filters": {"item_click_rate": 0.5}})
+            assert not {"user_clicks", "user_click_rate"} & set(httpx.get(f"{server.url}/v1/model", timeout=30).json()["cold_start_features"])
+            refused = httpx.post(f"{server.url}/v1/recommend", json={"user_id": "196", "filters": {"item_click_rate": 0.5}}, timeout=30)
             assert refused.status_code == 422 and "filters.item_click_rate" in refused.text, refused.text
-            refused = httpx.post(f"{server.url}/v1/recommend", json={"user_id": "new", "user_features": {"user_clicks": 3}})
+            refused = httpx.post(f"{server.url}/v1/recommend", json={"user_id": "new", "user_features": {"user_clicks": 3}}, timeout=30)
             assert refused.status_code == 422 and "user_features" in refused.text, refused.text
         if case.sides:  # a user the files never mention, described by the users table's columns
             cold = {"user_id": "new-customer", "k": 3, "user_features": {"age": 30, "occupation": "writer"}}
