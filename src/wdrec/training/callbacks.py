@@ -16,6 +16,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_roc  # n
 
 from wdrec.training.tracking import mlflow_logger  # noqa: E402
 
+OPTIMIZER_FACTORIES = ("wide_optimizer", "deep_optimizer", "scheduler")  # attributes of WideDeepModule
 CURVES = (("loss", ("train_loss", "val_loss")), ("AUC", ("val_auc",)), ("ranking", ("val_hr_10", "val_ndcg_10", "val_recall_10")),
           ("rating error", ("val_rmse", "val_mae")))  # fmt: skip
 
@@ -91,6 +92,19 @@ class AveragedWeights(EMAWeightAveraging):
     weights saved beside the average and swaps its own last average in for validation: the
     figures would not be the checkpoint's. Here the checkpoint's averaged weights are the
     model in every stage but a resumed ``fit``."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # The average is a deep copy of the module, and only its weights are used. The optimizer
+        # factories hold the CLI's parser, which cannot be copied under DDP (a thread lock), so
+        # they are left out of the copy.
+        factories = {name: getattr(pl_module, name) for name in OPTIMIZER_FACTORIES}
+        for name in factories:
+            setattr(pl_module, name, None)
+        try:
+            super().setup(trainer, pl_module, stage)
+        finally:
+            for name, factory in factories.items():
+                setattr(pl_module, name, factory)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
