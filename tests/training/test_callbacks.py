@@ -33,18 +33,3 @@ def test_the_checkpoint_holds_the_average_that_validation_scored_and_later_stage
     for name, value in cli.model.state_dict().items():
         torch.testing.assert_close(value, average[name], msg=lambda m, n=name: f"{n}: {m}")
 
-
-def test_a_resumed_fit_ends_with_the_average_of_an_uninterrupted_one(tmp_path: Path) -> None:
-    """``--ckpt_path last`` brings back both the raw weights (training goes on from them) and the average."""
-    common = ["--config", str(PW_JOB), "--trainer.limit_train_batches=20", "--trainer.logger=false",
-              "--registry.enabled=false", "--trainer.enable_progress_bar=false"]  # fmt: skip
-    (tmp_path / "straight").mkdir()
-    (tmp_path / "resumed").mkdir()
-    with contextlib.chdir(tmp_path / "straight"):
-        straight = run(["fit", *common, "--trainer.max_epochs=2"])
-    with contextlib.chdir(tmp_path / "resumed"):
-        run(["fit", *common, "--trainer.max_epochs=1"])
-        resumed = run(["fit", *common, "--trainer.max_epochs=2", "--ckpt_path=last"])
-    assert resumed.trainer.current_epoch == straight.trainer.current_epoch == 2
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
-        torch.testing.assert_close(a, b, msg=lambda m, n=name: f"{n}: {m}")

@@ -122,8 +122,15 @@ def test_a_resident_fit_on_the_cpu_trains_on_batches_of_one_shape(tmp_path: Path
     assert sum(steps.losses[-10:]) < 0.9 * sum(steps.losses[:10])
 
 
-def test_resuming_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    common = ["--config", str(DEFAULT_CONFIG), "--trainer.limit_train_batches=8", "--trainer.limit_val_batches=2",
+@pytest.mark.parametrize(
+    ("config", "metrics"),
+    [(DEFAULT_CONFIG, ("val_loss", "val_auc", "val_ndcg_10")),
+     # the PW job averages its weights: the raw ones (training goes on from them) and the average both come back
+     (CONFIGS / "movielens100k-ctr.yaml", ("val_loss", "val_auc"))],
+    ids=["default", "pw-averaged-weights"],
+)  # fmt: skip
+def test_resuming_from_last_checkpoint_matches_an_uninterrupted_run(config: Path, metrics: tuple[str, ...], tmp_path: Path) -> None:
+    common = ["--config", str(config), "--trainer.limit_train_batches=8", "--trainer.limit_val_batches=2",
               "--registry.enabled=false", *SMALL]  # fmt: skip
     with contextlib.chdir(tmp_path / "."):
         (tmp_path / "a").mkdir()
@@ -136,7 +143,7 @@ def test_resuming_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path: Pa
     assert resumed.trainer.current_epoch == straight.trainer.current_epoch == 2
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=lambda m, n=name: f"{n}: {m}")
-    for key in ("val_loss", "val_auc", "val_ndcg_10"):
+    for key in metrics:
         assert float(straight.trainer.callback_metrics[key]) == pytest.approx(float(resumed.trainer.callback_metrics[key]), abs=1e-6)
 
 
