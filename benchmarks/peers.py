@@ -9,8 +9,9 @@ trains on its train rows for the same epochs at the same batch size, with the sa
 (the job's), keeps the epoch with the best validation AUC, and is scored once on the test rows.
 Each runs as a fresh process and is timed end to end, from process start (imports, reading the
 data, encoding it) to the test AUC. Training samples/s is per epoch, training batches only
-(validation left out on both sides), the median over the epochs after the first. With ``--repeats N`` each model runs N times per batch size, alternating
-which goes first, and the JSON adds the medians (one wall time moves by ±10% on a shared machine).
+(validation left out on both sides), the median over the epochs after the first. With
+``--repeats N`` each model runs N times per batch size, alternating which goes first, and the
+JSON adds the medians (one wall time moves by ±10% on a shared machine).
 The first wdrec run also creates its MLflow store in the scratch folder (2.5 s, once per store).
 
 The peers run in a venv of their own (``--venv``, created on first use: the CPU torch of this
@@ -52,7 +53,7 @@ def write_split(folder: Path) -> tuple[dict[str, int], list[int]]:
     datamodule = cli.datamodule
     datamodule.prepare_data()
     datamodule.setup("fit")
-    statistics = {side: [f.column for f in datamodule.fields if f.statistic and f.side == side] for side in ("user", "item")}
+    statistics = {side: datamodule.feature_spec.statistic_columns(side) for side in ("user", "item")}
     users = datamodule.users_frame[["user_id", "age", "gender", "occupation", *statistics["user"]]]
     items = datamodule.items_frame[["item_id", "genres", "release_year", *statistics["item"]]]
     sizes = {}
