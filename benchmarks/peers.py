@@ -13,6 +13,8 @@ data, encoding it) to the test AUC. Training samples/s is per epoch, training ba
 ``--repeats N`` each model runs N times per batch size, alternating which goes first, and the
 JSON adds the medians (one wall time moves by ±10% on a shared machine).
 The first wdrec run also creates its MLflow store in the scratch folder (2.5 s, once per store).
+``wdrec_untracked`` is the same wdrec job with ``--trainer.logger=false``: no MLflow (no import,
+no run, no plots), as DeepCTR-Torch tracks nothing; it tells the tracking's share of the wall time.
 
 The peers run in a venv of their own (``--venv``, created on first use: the CPU torch of this
 machine, then each peer with pip), never in the project's. A peer that does not install there
@@ -86,8 +88,8 @@ from wdrec.job import run
 
 timer = EpochTimer()  # training batches per epoch, validation left out
 cli = run(["fit", "--config", sys.argv[1], "--registry.enabled=false", "--trainer.enable_progress_bar=false",
-           "--trainer.enable_model_summary=false", f"--trainer.max_epochs={sys.argv[2]}", f"--data.batch_size={sys.argv[3]}"],
-          callbacks=[timer])
+           "--trainer.enable_model_summary=false", f"--trainer.max_epochs={sys.argv[2]}", f"--data.batch_size={sys.argv[3]}",
+           *sys.argv[5:]], callbacks=[timer])
 result = cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
 rates = [samples / seconds for samples, seconds in zip(timer.samples, timer.train)]
 print(json.dumps({"test_auc": result["test_auc"], "epochs": cli.trainer.current_epoch,
@@ -186,7 +188,8 @@ def main() -> None:
         problems = {name: peer_venv(args.venv, packages) for name, packages in PEERS.items()}
         for batch in args.batch:
             for repeat in range(args.repeats):
-                commands = {"wdrec": [sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(batch), str(HERE)]}
+                wdrec = [sys.executable, "-c", WDREC_CHILD, str(CONFIG), str(args.epochs), str(batch), str(HERE)]
+                commands = {"wdrec": wdrec, "wdrec_untracked": [*wdrec, "--trainer.logger=false"]}
                 commands |= {name: [str(args.venv / "bin" / "python"), __file__, "--child", "--data", str(folder),
                                     "--epochs", str(args.epochs), "--batch", str(batch),
                                     "--hidden", *map(str, hidden)] for name in PEERS}  # fmt: skip
@@ -209,7 +212,7 @@ def medians(runs: list[dict]) -> list[dict]:
     for batch in sorted({run["batch"] for run in runs}):
         at = [run for run in runs if run["batch"] == batch]
         row: dict = {"batch": batch, "repeats": len(at)}
-        for name in ("wdrec", *PEERS):
+        for name in ("wdrec", "wdrec_untracked", *PEERS):
             done = [run[name] for run in at if "error" not in run[name]]
             row[name] = {key: round(statistics.median(r[key] for r in done), 4)
                          for key in ("test_auc", "wall_s", "train_samples_per_s")} if done else None  # fmt: skip
