@@ -38,6 +38,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, write_json  # noqa: E402
@@ -45,6 +46,7 @@ from _common import REPO_ROOT, write_json  # noqa: E402
 from wdrec.data.batches import Batch, ResidentBatches  # noqa: E402
 from wdrec.job import run  # noqa: E402
 from wdrec.model.widedeep import Architecture  # noqa: E402
+from wdrec.training.callbacks import AveragedWeights  # noqa: E402
 
 CEILING_POOL = 32  # feature batches the ceiling keeps on the device and cycles through
 RESIDENT = {"default": None, "off": False, "on": True}
@@ -189,6 +191,10 @@ def _timed_loop(  # noqa: ANN001
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    # A job that averages its weights (AveragedWeights) pays for it every step: so does the plain
+    # loop, the way torch's own docs write it.
+    averaging = next((c for c in cli.trainer.callbacks if isinstance(c, AveragedWeights)), None)
+    average = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(averaging.decay), use_buffers=True) if averaging else None
     gpu = GpuUtilisation()
     samples, start, waiting, last_end = 0, 0.0, 0.0, None
     for step, batch in enumerate(itertools.islice(batches, steps)):
@@ -205,6 +211,8 @@ def _timed_loop(  # noqa: ANN001
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if average is not None:
+            average.update_parameters(net)
         if step + 1 > warmup:
             samples += len(batch["label"])
             last_end = time.perf_counter()

@@ -3,6 +3,9 @@ weight averaging whose checkpoints mean the same thing in every stage."""
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import lightning as L
 import matplotlib
 from lightning.pytorch.callbacks import EMAWeightAveraging
@@ -91,9 +94,20 @@ class AveragedWeights(EMAWeightAveraging):
     checkpoint (``trainer.test(ckpt_path="best")`` in the same process), restores the raw
     weights saved beside the average and swaps its own last average in for validation: the
     figures would not be the checkpoint's. Here the checkpoint's averaged weights are the
-    model in every stage but a resumed ``fit``."""
+    model in every stage but a resumed ``fit``.
+
+    Lightning's step update (``AveragedModel.update_parameters``) walks both modules and makes
+    three new tensors per weight, every step: 1.3 ms of a PW step of about 10 ms at batch 512.
+    Here the same arithmetic, ``decay * average + (1 - decay) * weight``, runs in place over the
+    tensor lists gathered once per fit; the averages are the same, bit for bit."""
+
+    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+        super().__init__(decay=decay, **kwargs)
+        self.decay = decay
+        self._pairs: tuple | None = None  # see _gather
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._pairs = None  # gathered at the first step, once the module is on its device
         # The average is a deep copy of the module, and only its weights are used. The optimizer
         # factories hold the CLI's parser, which cannot be copied under DDP (a thread lock), so
         # they are left out of the copy.
@@ -106,7 +120,42 @@ class AveragedWeights(EMAWeightAveraging):
             for name, factory in factories.items():
                 setattr(pl_module, name, factory)
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        average = self._average_model
+        if average is None or not self._use_buffers or average.n_averaged == 0:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the first update copies
+            return
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
+            self._update(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    @torch.no_grad()
+    def _update(self, pl_module: L.LightningModule) -> None:
+        if self._pairs is None:
+            self._pairs = self._gather(pl_module)
+        if not self._pairs:  # an average kept on another device
+            self._average_model.update_parameters(pl_module)
+            return
+        averaged, current, counters = self._pairs
+        torch._foreach_mul_(averaged, self.decay)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - self.decay))
+        for a, c in counters:  # BatchNorm's step counts, averaged as Lightning does (then truncated)
+            a.copy_(self.decay * a + (1 - self.decay) * c)
+        self._average_model.n_averaged += 1
+
+    def _gather(self, pl_module: L.LightningModule) -> tuple:
+        """(averaged float tensors, the module's, integer pairs); empty where they are on different devices."""
+        module = self._average_model.module
+        pairs = list(zip(itertools.chain(module.parameters(), module.buffers()),
+                         itertools.chain(pl_module.parameters(), pl_module.buffers()), strict=True))  # fmt: skip
+        if any(a.device != c.device for a, c in pairs):
+            return ()
+        floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+        return [a for a, _ in floats], [c for _, c in floats], [(a, c) for a, c in pairs if not a.is_floating_point()]
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._pairs = None
         if stage == "fit":
             self._average_model = None  # from now on the checkpoints hold the average
 
