@@ -35,13 +35,15 @@ def test_the_checkpoint_holds_the_average_that_validation_scored_and_later_stage
         torch.testing.assert_close(value, average[name], msg=lambda m, n=name: f"{n}: {m}")
 
 
-
-def test_the_in_place_step_update_gives_lightnings_average_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("options", [[], ["--trainer.callbacks.init_args.use_buffers=false"]], ids=["default", "buffers-not-averaged"])
+def test_the_in_place_step_update_gives_lightnings_average_bit_for_bit(
+    options: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def fit(name: str) -> dict[str, torch.Tensor]:
         with contextlib.chdir(tmp_path):
             cli = run(["fit", "--config", str(PW_JOB), "--trainer.max_epochs=1", "--trainer.limit_train_batches=40",
                        "--trainer.limit_val_batches=2", "--trainer.logger=false", "--registry.enabled=false",
-                       "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={name}"])  # fmt: skip
+                       "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={name}", *options])  # fmt: skip
         return cli.model.state_dict()  # the average, copied in as the fit ends
 
     ours = fit("ours")

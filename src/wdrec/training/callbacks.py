@@ -122,34 +122,33 @@ class AveragedWeights(EMAWeightAveraging):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:  # fmt: skip
-        average = self._average_model
-        if average is None or not self._use_buffers or average.n_averaged == 0:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the first update copies
-            return
+        # Lightning's condition for a step update, with the update below.
         if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
             self._update(pl_module)
             self._latest_update_step = trainer.global_step
 
     @torch.no_grad()
     def _update(self, pl_module: L.LightningModule) -> None:
+        average = self._average_model
         if self._pairs is None:
             self._pairs = self._gather(pl_module)
-        if not self._pairs:  # an average kept on another device
-            self._average_model.update_parameters(pl_module)
+        if average.n_averaged == 0 or not self._pairs:  # the first update copies; or Lightning's own path
+            average.update_parameters(pl_module)
             return
         averaged, current, counters = self._pairs
         torch._foreach_mul_(averaged, self.decay)
         torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - self.decay))
         for a, c in counters:  # BatchNorm's step counts, averaged as Lightning does (then truncated)
             a.copy_(self.decay * a + (1 - self.decay) * c)
-        self._average_model.n_averaged += 1
+        average.n_averaged += 1
 
     def _gather(self, pl_module: L.LightningModule) -> tuple:
-        """(averaged float tensors, the module's, integer pairs); empty where they are on different devices."""
+        """(averaged float tensors, the module's, integer pairs); empty where Lightning's own update must
+        run: buffers not averaged (``use_buffers=False``), or the average kept on another device."""
         module = self._average_model.module
         pairs = list(zip(itertools.chain(module.parameters(), module.buffers()),
                          itertools.chain(pl_module.parameters(), pl_module.buffers()), strict=True))  # fmt: skip
-        if any(a.device != c.device for a, c in pairs):
+        if not self._use_buffers or any(a.device != c.device for a, c in pairs):
             return ()
         floats = [(a, c) for a, c in pairs if a.is_floating_point()]
         return [a for a, _ in floats], [c for _, c in floats], [(a, c) for a, c in pairs if not a.is_floating_point()]
